@@ -10,7 +10,7 @@
  * network (dl.deno.land, what plain `deno compile` does). A `DENORT_BIN` that is really the full `deno`
  * binary is refused: `deno compile` would silently produce a plain `deno`, not meshrelay.
  *
- * Usage: `deno task compile [--output dist/meshrelay] [--no-download]`
+ * Usage: `deno task compile [--output dist/meshrelay] [--no-download] [--no-check]`
  * Exit codes: 0 compiled and verified; 1 compile or verification failed; 3 denort cannot be had.
  * @module
  */
@@ -218,20 +218,26 @@ async function denoDirFromDeno(): Promise<string> {
 export interface CompileArgs {
   output: string;
   allowDownload: boolean;
+  /** Skip deno compile's type check (CI already ran `deno check`). */
+  noCheck: boolean;
 }
 
 /** Parses the script's flags; unknown flags are an error so typos do not silently compile. */
 export function parseArgs(args: string[]): CompileArgs {
-  const out: CompileArgs = { output: "dist/meshrelay", allowDownload: true };
+  const out: CompileArgs = { output: "dist/meshrelay", allowDownload: true, noCheck: false };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--no-download") out.allowDownload = false;
+    else if (a === "--no-check") out.noCheck = true;
     else if (a === "--output" || a === "-o") {
       const v = args[++i];
       if (!v) throw new CompileSetupError("--output needs a path", 2);
       out.output = v;
     } else if (a.startsWith("--output=")) out.output = a.slice("--output=".length);
-    else throw new CompileSetupError(`unknown flag ${a} (expected --output PATH, --no-download)`, 2);
+    else {throw new CompileSetupError(
+        `unknown flag ${a} (expected --output PATH, --no-download, --no-check)`,
+        2,
+      );}
   }
   return out;
 }
@@ -261,13 +267,26 @@ async function compile(args: CompileArgs): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
   // Compile to a temporary name and rename only after the result proved to be meshrelay.
   const tmp = `${output}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  const env: Record<string, string> = { DENO_DIR: deps.denoDir };
+  // deno compile treats even an empty DENORT_BIN as a path, so the child gets it only when it is the source.
+  const env = Deno.env.toObject();
+  delete env.DENORT_BIN;
+  env.DENO_DIR = deps.denoDir;
   if (source.kind === "bin") env.DENORT_BIN = source.path;
   try {
     const flags = ["--no-prompt", ...unionPermissionFlags(sets)];
     const res = await new Deno.Command(Deno.execPath(), {
-      args: ["compile", ...flags, "--config", `${repo}deno.json`, "--output", tmp, `${repo}mod.ts`],
+      args: [
+        "compile",
+        ...(args.noCheck ? ["--no-check"] : []),
+        ...flags,
+        "--config",
+        `${repo}deno.json`,
+        "--output",
+        tmp,
+        `${repo}mod.ts`,
+      ],
       env,
+      clearEnv: true,
       stdout: "inherit",
       stderr: "inherit",
     }).output();

@@ -103,12 +103,15 @@ Deno.test("unionPermissionFlags merges the mode sets", async (t) => {
 });
 
 Deno.test("parseArgs", async (t) => {
-  await t.step(
-    "defaults",
-    () => assertEquals(parseArgs([]), { output: "dist/meshrelay", allowDownload: true }),
-  );
+  await t.step("defaults", () => {
+    assertEquals(parseArgs([]), { output: "dist/meshrelay", allowDownload: true, noCheck: false });
+  });
   await t.step("flags", () => {
-    assertEquals(parseArgs(["--output", "x/y", "--no-download"]), { output: "x/y", allowDownload: false });
+    assertEquals(parseArgs(["--output", "x/y", "--no-download", "--no-check"]), {
+      output: "x/y",
+      allowDownload: false,
+      noCheck: true,
+    });
     assertEquals(parseArgs(["--output=z"]).output, "z");
   });
   await t.step("unknown flag is refused", () => {
@@ -227,17 +230,101 @@ Deno.test("compile script refusals (no denort needed)", async (t) => {
       // /bin/true is a valid ELF, so deno compile embeds our program into it; the post-compile
       // `version` check must then notice that the result is not meshrelay and remove it.
       if (Deno.build.os !== "linux") return;
-      const r = await run(Deno.execPath(), ["run", "-A", SCRIPT, "--output", out], {
+      const r = await run(Deno.execPath(), ["run", "-A", SCRIPT, "--no-check", "--output", out], {
         DENORT_BIN: "/bin/true",
       });
       assertEquals(r.code, 1, r.stderr);
       assertStringIncludes(r.stderr, `does not answer "version" as meshrelay`);
       assertEquals([...Deno.readDirSync(`${tmp}/dist`)].map((e) => e.name), []);
     });
+    await t.step("a seeded DENO_DIR archive is what deno compile really uses", async () => {
+      // Seed a temp DENO_DIR (sharing the real npm/remote caches) with a denort zip whose binary is
+      // /bin/true. If our cache path were wrong, deno compile would try the network instead; since it
+      // embeds into /bin/true, the post-compile check must then refuse the result.
+      if (Deno.build.os !== "linux") return;
+      const realDir = (await realResolveDeps(false)).denoDir;
+      const dd = `${tmp}/seeded_deno_dir`;
+      const zipPath = denortCachePath(dd, Deno.version.deno, targetTriple(Deno.build.os, Deno.build.arch));
+      await Deno.mkdir(zipPath.slice(0, zipPath.lastIndexOf("/")), { recursive: true });
+      await Deno.writeFile(zipPath, storedZip("denort", await Deno.readFile("/bin/true")));
+      for (const sub of ["npm", "remote"]) {
+        await Deno.mkdir(`${realDir}/${sub}`, { recursive: true });
+        await Deno.symlink(`${realDir}/${sub}`, `${dd}/${sub}`);
+      }
+      const r = await run(Deno.execPath(), [
+        "run",
+        "-A",
+        SCRIPT,
+        "--no-check",
+        "--no-download",
+        "--output",
+        out,
+      ], {
+        DENO_DIR: dd,
+        DENORT_BIN: "",
+      });
+      assertStringIncludes(r.stderr, `from cache: ${zipPath}`);
+      assertEquals(r.code, 1, r.stderr);
+      assertStringIncludes(r.stderr, `does not answer "version" as meshrelay`);
+      assertEquals(await exists(out), false);
+    });
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+/** A one-entry ZIP archive with the entry stored uncompressed (enough for deno's denort extraction). */
+function storedZip(name: string, data: Uint8Array): Uint8Array {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  let crc = 0xffffffff;
+  for (const b of data) crc = crcTable[(crc ^ b) & 0xff] ^ (crc >>> 8);
+  crc = (crc ^ 0xffffffff) >>> 0;
+  const nameBytes = new TextEncoder().encode(name);
+  const local = new DataView(new ArrayBuffer(30));
+  local.setUint32(0, 0x04034b50, true);
+  local.setUint16(4, 20, true);
+  local.setUint16(12, 0x21, true); // 1980-01-01
+  local.setUint32(14, crc, true);
+  local.setUint32(18, data.length, true);
+  local.setUint32(22, data.length, true);
+  local.setUint16(26, nameBytes.length, true);
+  const central = new DataView(new ArrayBuffer(46));
+  central.setUint32(0, 0x02014b50, true);
+  central.setUint16(4, (3 << 8) | 20, true); // made by unix, so the mode below counts
+  central.setUint16(6, 20, true);
+  central.setUint16(14, 0x21, true);
+  central.setUint32(16, crc, true);
+  central.setUint32(20, data.length, true);
+  central.setUint32(24, data.length, true);
+  central.setUint16(28, nameBytes.length, true);
+  central.setUint32(38, (0o100755 << 16) >>> 0, true);
+  const cdOffset = 30 + nameBytes.length + data.length;
+  const end = new DataView(new ArrayBuffer(22));
+  end.setUint32(0, 0x06054b50, true);
+  end.setUint16(8, 1, true);
+  end.setUint16(10, 1, true);
+  end.setUint32(12, 46 + nameBytes.length, true);
+  end.setUint32(16, cdOffset, true);
+  const parts = [
+    new Uint8Array(local.buffer),
+    nameBytes,
+    data,
+    new Uint8Array(central.buffer),
+    nameBytes,
+    new Uint8Array(end.buffer),
+  ];
+  const outBytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    outBytes.set(p, at);
+    at += p.length;
+  }
+  return outBytes;
+}
 
 async function exists(p: string): Promise<boolean> {
   try {
