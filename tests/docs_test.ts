@@ -139,6 +139,18 @@ Deno.test("the prelude's npm check refuses a wrong Deno pin", async () => {
   assertEquals((await run(`npm i -g deno@2.9.4`)).code, 1);
 });
 
+Deno.test("README, .ci/run and the test task agree on the pinned Deno", async () => {
+  const readme = await Deno.readTextFile(`${REPO}/README.md`);
+  const ci = await Deno.readTextFile(`${REPO}/.ci/run`);
+  assertEquals(
+    [...readme.matchAll(/deno@(\d+\.\d+\.\d+)/g)].map((m) => m[1]).filter((v) => v !== PINNED_DENO),
+    [],
+  );
+  assertEquals(/^PINNED_DENO=(\S+)$/m.exec(ci)?.[1], PINNED_DENO);
+  const cfg = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
+  assertEquals(String(cfg.tasks.test).startsWith("deno run -A scripts/check_deno_version.ts && "), true);
+});
+
 Deno.test("every sh example in README.md and docs/*.md runs", async (t) => {
   for (const file of await markdownFiles()) {
     const md = await readIfExists(`${REPO}/${file}`);
