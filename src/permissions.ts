@@ -55,6 +55,30 @@ export function revocationsFor(mode: Mode, needs: Needs = {}): Deno.PermissionDe
   return out;
 }
 
+/** The modes that run under a permission set; `version` and `--help` of `mod.ts` need none of this. */
+export const MODES: readonly Mode[] = ["server", "agent", "certs"];
+
+/** True when `name` is one of {@link MODES}. */
+export function isMode(name: string | undefined): name is Mode {
+  return (MODES as readonly string[]).includes(name ?? "");
+}
+
+/**
+ * What an invocation needs, read from the mode's own arguments (before the CLI library parses them, so
+ * narrowing can happen before any mode code is even loaded). Any `--kube…` flag (`--kube`,
+ * `--kubeconfig`, `--kube-context`) means the Kubernetes API will be used. Arguments after `--` are
+ * operands, not flags.
+ */
+export function needsFromArgs(args: readonly string[]): Needs {
+  const end = args.indexOf("--");
+  const flags = end === -1 ? args : args.slice(0, end);
+  return {
+    kube: flags.some((a) =>
+      a === "--kube" || a.startsWith("--kube-") || a.startsWith("--kube=") || a.startsWith("--kubeconfig")
+    ),
+  };
+}
+
 /** The part of `Deno.permissions` that {@link narrow} uses (injectable for tests). */
 export interface PermissionRevoker {
   /** Same contract as `Deno.permissions.revokeSync`. */
@@ -67,7 +91,8 @@ export interface PermissionRevoker {
  *
  * @example
  * ```ts ignore
- * narrow("certs", { kube: opts.kube === true }, Deno.permissions);
+ * // mod.ts, before loading the mode's module:
+ * if (isMode(mode)) narrow(mode, needsFromArgs(rest), Deno.permissions);
  * ```
  */
 export function narrow(

@@ -1,5 +1,5 @@
 import { assertEquals, assertThrows } from "./testing/assert.ts";
-import { type Mode, narrow, type Needs, revocationsFor } from "./permissions.ts";
+import { isMode, type Mode, narrow, type Needs, needsFromArgs, revocationsFor } from "./permissions.ts";
 
 const key = (d: Deno.PermissionDescriptor): string =>
   d.name === "sys" ? `sys:${(d as Deno.SysPermissionDescriptor).kind}` : d.name;
@@ -52,4 +52,31 @@ Deno.test("narrow revokes exactly the planned descriptors, in order", () => {
   const revoked = narrow("certs", {}, revoker);
   assertEquals(seen, revoked.map(key));
   assertEquals(seen.includes("net"), true);
+});
+
+Deno.test("needsFromArgs: any --kube flag before -- means the Kubernetes API is used", async (t) => {
+  const cases: [string[], boolean][] = [
+    [["init", "--out", "pki"], false],
+    [["init", "--kube"], true],
+    [["init", "--kube=true"], true],
+    [["init", "--kubeconfig", "/k"], true],
+    [["init", "--kubeconfig=/k"], true],
+    [["init", "--kube-context", "mgmt"], true],
+    [["inspect", "--", "--kube"], false],
+    [["init", "--kubernetes-is-not-a-flag"], false],
+    [[], false],
+  ];
+  for (const [args, kube] of cases) {
+    await t.step(args.join(" ") || "(none)", () => assertEquals(needsFromArgs(args), { kube }));
+  }
+});
+
+Deno.test("isMode", () => {
+  assertEquals(["server", "agent", "certs", "version", undefined].map(isMode), [
+    true,
+    true,
+    true,
+    false,
+    false,
+  ]);
 });

@@ -163,3 +163,10 @@ Deno.test("each real mode starts under its own set without permission errors", a
     });
   }
 });
+
+Deno.test("the mode tasks run each mode under its own set, without prompts", async () => {
+  const cfg = JSON.parse(await Deno.readTextFile(CONFIG));
+  for (const mode of ["server", "agent", "certs"]) {
+    assertEquals(cfg.tasks[mode], `deno run --no-prompt -P=${mode} mod.ts ${mode}`);
+  }
+});
