@@ -151,6 +151,22 @@ Deno.test("README, .ci/run and the test task agree on the pinned Deno", async ()
   assertEquals(String(cfg.tasks.test).startsWith("deno run -A scripts/check_deno_version.ts && "), true);
 });
 
+Deno.test("README's permission table is deno.json's permission sets", async () => {
+  const readme = await Deno.readTextFile(`${REPO}/README.md`);
+  const cfg = JSON.parse(await Deno.readTextFile(`${REPO}/deno.json`));
+  const cell = (v: unknown) =>
+    v === true ? "yes" : Array.isArray(v) ? v.map((i) => `\`${i}\``).join(", ") : "no";
+  for (const set of ["certs", "server", "agent"]) {
+    const row = new RegExp(`^\\| \`${set}\` +\\|(.*)\\|\\s*$`, "m").exec(readme);
+    assertEquals(row !== null, true, `README has no permission row for ${set}`);
+    const got = row![1].split("|").map((c) => c.trim());
+    const want = ["read", "write", "env", "net", "run", "sys", "ffi"].map((k) =>
+      cell(cfg.permissions[set][k])
+    );
+    assertEquals(got, want, `README permission row for ${set}`);
+  }
+});
+
 Deno.test("every sh example in README.md and docs/*.md runs", async (t) => {
   for (const file of await markdownFiles()) {
     const md = await readIfExists(`${REPO}/${file}`);
