@@ -242,6 +242,29 @@ export function parseArgs(args: string[]): CompileArgs {
   return out;
 }
 
+/**
+ * Non-module files a mode reads at run time that `deno compile` cannot see through imports: `.proto`
+ * sources under `dir` (in case gRPC loads them with proto-loader instead of generated code). Sorted.
+ */
+export async function runtimeDataFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  async function walk(d: string): Promise<void> {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(d));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return;
+      throw e;
+    }
+    for (const e of entries) {
+      if (e.isDirectory) await walk(`${d}/${e.name}`);
+      else if (e.isFile && e.name.endsWith(".proto")) out.push(`${d}/${e.name}`);
+    }
+  }
+  await walk(dir.replace(/\/+$/, ""));
+  return out.sort();
+}
+
 async function compile(args: CompileArgs): Promise<void> {
   const repo = new URL("..", import.meta.url).pathname;
   const config = JSON.parse(await Deno.readTextFile(`${repo}deno.json`)) as {
@@ -274,11 +297,13 @@ async function compile(args: CompileArgs): Promise<void> {
   if (source.kind === "bin") env.DENORT_BIN = source.path;
   try {
     const flags = ["--no-prompt", ...unionPermissionFlags(sets)];
+    const includes = (await runtimeDataFiles(`${repo}src/proto`)).flatMap((f) => ["--include", f]);
     const res = await new Deno.Command(Deno.execPath(), {
       args: [
         "compile",
         ...(args.noCheck ? ["--no-check"] : []),
         ...flags,
+        ...includes,
         "--config",
         `${repo}deno.json`,
         "--output",

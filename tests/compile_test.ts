@@ -19,6 +19,7 @@ import {
   realResolveDeps,
   resolveDenort,
   type ResolveDeps,
+  runtimeDataFiles,
   targetTriple,
   unionPermissionFlags,
 } from "../scripts/compile.ts";
@@ -194,6 +195,23 @@ Deno.test("resolveDenort: where denort comes from", async (t) => {
       }
       throw new Error("expected a refusal");
     });
+  }
+});
+
+Deno.test("runtimeDataFiles finds .proto files to embed, and nothing when the folder is absent", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "meshrelay-proto-" });
+  try {
+    await Deno.mkdir(`${tmp}/proto/gen`, { recursive: true });
+    await Deno.writeTextFile(`${tmp}/proto/relay.proto`, 'syntax = "proto3";');
+    await Deno.writeTextFile(`${tmp}/proto/gen/relay.ts`, "export {};");
+    await Deno.writeTextFile(`${tmp}/proto/gen/a.proto`, 'syntax = "proto3";');
+    assertEquals(await runtimeDataFiles(`${tmp}/proto/`), [
+      `${tmp}/proto/gen/a.proto`,
+      `${tmp}/proto/relay.proto`,
+    ]);
+    assertEquals(await runtimeDataFiles(`${tmp}/missing`), []);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
   }
 });
 
