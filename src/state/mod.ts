@@ -1,0 +1,21 @@
+/**
+ * Relay state: discovery, declared configuration, desired state per cluster, inventories, diffs and
+ * chunking for the wire, and applying with prune. Backend-neutral interfaces live in `types.ts`;
+ * the directory-backed implementations here serve laptops, demos and tests, `src/kube` serves clusters.
+ * @module
+ */
+export type {
+  Applier,
+  ClusterInfo,
+  ConfigSource,
+  DiscoveryEvent,
+  DiscoverySource,
+  KubeObject,
+  ObjectKey,
+  ObjectMeta,
+  ObjectStatus,
+} from "./types.ts";
+export { objectKey } from "./types.ts";
+export { canonicalJson, contentHash, type ResourceVersion, resourceVersionOf } from "./canonical.ts";
+export { isClusterScoped, type ParsedManifests, parseManifests } from "./manifests.ts";
+export { type DirectoryDiscoveryOptions, DirectoryDiscoverySource } from "./directory_discovery.ts";
