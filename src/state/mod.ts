@@ -19,3 +19,18 @@ export { objectKey } from "./types.ts";
 export { canonicalJson, contentHash, type ResourceVersion, resourceVersionOf } from "./canonical.ts";
 export { isClusterScoped, type ParsedManifests, parseManifests } from "./manifests.ts";
 export { type DirectoryDiscoveryOptions, DirectoryDiscoverySource } from "./directory_discovery.ts";
+export {
+  type ClusterConfigSpec,
+  type ClusterTarget,
+  CONFIG_API_VERSION,
+  CONFIG_GROUP,
+  type DeclaredConfig,
+  DEFAULT_CLUSTER_DOMAIN,
+  DEFAULT_FEDERATION_NAMESPACE,
+  matchesLabels,
+  parseDeclaredConfig,
+  type ServiceFederationSpec,
+  targets,
+} from "./declared_config.ts";
+export { ClusterRegistry, type RegistryChange } from "./cluster_registry.ts";
+export { type DirectoryConfigOptions, DirectoryConfigSource } from "./directory_config.ts";

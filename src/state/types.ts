@@ -50,6 +50,8 @@ export interface DiscoverySource {
 export interface ClusterInfo {
   name: string;
   labels: Record<string, string>;
+  /** DNS suffix of the cluster's services (`KubernetesCluster` `spec.clusterDomain`); default `cluster.local`. */
+  clusterDomain?: string;
 }
 
 /** Declared state in the management plane: objects and which clusters they target. */
