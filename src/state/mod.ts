@@ -34,3 +34,21 @@ export {
 } from "./declared_config.ts";
 export { ClusterRegistry, type RegistryChange } from "./cluster_registry.ts";
 export { type DirectoryConfigOptions, DirectoryConfigSource } from "./directory_config.ts";
+export { Inventory, type InventoryChange, type InventoryView, type VersionedObject } from "./inventory.ts";
+export {
+  DECLARED_BY_ANNOTATION,
+  type DesiredConflict,
+  type DesiredState,
+  desiredStateFor,
+  DesiredStatePlan,
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+} from "./desired_state.ts";
+export {
+  type ClusterDesiredState,
+  DesiredStateTracker,
+  type DesiredStateTrackerOptions,
+  type DesiredStateUpdate,
+  discoveryChangeMatters,
+} from "./desired_tracker.ts";
+export { FEDERATION_LABEL, SOURCE_CLUSTER_LABEL } from "./service_entry.ts";

@@ -1,0 +1,123 @@
+/**
+ * Desired state per cluster: what the declared configuration and everything discovered say a
+ * cluster should hold. Pure and deterministic, so the server can recompute it after any change and
+ * compare by hash.
+ * @module
+ */
+import {
+  type DeclaredConfig,
+  DEFAULT_CLUSTER_DOMAIN,
+  matchesLabels,
+  parseDeclaredConfig,
+  targets,
+} from "./declared_config.ts";
+import type { InventoryView } from "./inventory.ts";
+import { serviceEntryFor } from "./service_entry.ts";
+import { type ClusterInfo, type KubeObject, type ObjectKey, objectKey } from "./types.ts";
+
+/** Label on every object meshrelay delivers. */
+export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by";
+/** Value of {@linkcode MANAGED_BY_LABEL}. */
+export const MANAGED_BY_VALUE = "meshrelay";
+/** Annotation naming the declared document an object comes from (`ClusterConfig/name`). */
+export const DECLARED_BY_ANNOTATION = "meshrelay.io/declared-by";
+
+/** Two declared documents want the same object in one cluster; the first (by kind, then name) wins. */
+export interface DesiredConflict {
+  key: ObjectKey;
+  kept: string;
+  dropped: string;
+}
+
+/** A cluster's desired state and the conflicts found while computing it. */
+export interface DesiredState {
+  objects: KubeObject[];
+  conflicts: DesiredConflict[];
+}
+
+interface Exported {
+  sourceCluster: string;
+  service: KubeObject;
+}
+
+/**
+ * Declared configuration and discovered Services, parsed once and evaluated for many clusters
+ * (recomputing all clusters after a change costs one parse, not one per cluster).
+ */
+export class DesiredStatePlan {
+  readonly declared: DeclaredConfig;
+  #domains: Map<string, string>;
+  #services: Exported[];
+
+  constructor(configs: readonly KubeObject[], inventories: ReadonlyMap<string, InventoryView>) {
+    this.declared = parseDeclaredConfig(configs);
+    this.#domains = new Map(
+      this.declared.clusters.map((c) => [c.name, c.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN]),
+    );
+    this.#services = [];
+    if (this.declared.federations.length > 0) {
+      for (const name of [...inventories.keys()].sort()) {
+        for (const o of inventories.get(name)!.objects()) {
+          if (o.apiVersion === "v1" && o.kind === "Service") {
+            this.#services.push({ sourceCluster: name, service: o });
+          }
+        }
+      }
+    }
+  }
+
+  /** The desired state of `cluster`, sorted by object key. */
+  for(cluster: ClusterInfo): DesiredState {
+    const chosen = new Map<ObjectKey, { object: KubeObject; from: string }>();
+    const conflicts: DesiredConflict[] = [];
+    const offer = (o: KubeObject, from: string) => {
+      const k = objectKey(o);
+      const had = chosen.get(k);
+      if (had) {
+        if (had.from !== from) conflicts.push({ key: k, kept: had.from, dropped: from });
+        return;
+      }
+      chosen.set(k, { object: managed(o, from), from });
+    };
+    for (const cc of this.declared.clusterConfigs) {
+      if (!targets(cc.target, cluster)) continue;
+      for (const o of cc.objects) offer(o, `ClusterConfig/${cc.name}`);
+    }
+    for (const f of this.declared.federations) {
+      if (!targets(f.target, cluster)) continue;
+      for (const { sourceCluster, service } of this.#services) {
+        if (sourceCluster === cluster.name) continue;
+        if (!matchesLabels(service.metadata.labels, f.exportLabels)) continue;
+        const se = serviceEntryFor(service, {
+          sourceCluster,
+          clusterDomain: this.#domains.get(sourceCluster) ?? DEFAULT_CLUSTER_DOMAIN,
+          namespace: f.namespace,
+          federation: f.name,
+        });
+        if (se) offer(se, `ServiceFederation/${f.name}`);
+      }
+    }
+    const objects = [...chosen.keys()].sort().map((k) => chosen.get(k)!.object);
+    return { objects, conflicts };
+  }
+}
+
+function managed(o: KubeObject, from: string): KubeObject {
+  const c = structuredClone(o);
+  c.metadata.labels = { ...(c.metadata.labels ?? {}), [MANAGED_BY_LABEL]: MANAGED_BY_VALUE };
+  c.metadata.annotations = { ...(c.metadata.annotations ?? {}), [DECLARED_BY_ANNOTATION]: from };
+  return c;
+}
+
+/**
+ * The objects `cluster` should hold given every declared document (`configs`) and every cluster's
+ * discovered objects (`inventories`, by cluster name): deterministic order (by key), each labelled
+ * `app.kubernetes.io/managed-by: meshrelay`.
+ */
+export function desiredStateFor(
+  cluster: ClusterInfo,
+  configs: readonly KubeObject[],
+  inventories: ReadonlyMap<string, InventoryView>,
+): KubeObject[] {
+  return new DesiredStatePlan(configs, inventories).for(cluster).objects;
+}

@@ -1,0 +1,83 @@
+import { assertEquals, assertNotEquals } from "../testing/assert.ts";
+import { resourceVersionOf } from "./canonical.ts";
+import { Inventory } from "./inventory.ts";
+import type { DiscoveryEvent, KubeObject } from "./types.ts";
+
+const svc = (name: string, port = 80): KubeObject => ({
+  apiVersion: "v1",
+  kind: "Service",
+  metadata: { name, namespace: "n" },
+  spec: { ports: [{ port }] },
+});
+const key = (name: string) => `v1|Service|n|${name}`;
+
+Deno.test("Inventory.applySnapshot", async (t) => {
+  const inv = new Inventory();
+  const steps: [string, KubeObject[], { upserts: string[]; deletes: string[] }, string[]][] = [
+    ["first snapshot upserts all", [svc("b"), svc("a")], { upserts: [key("a"), key("b")], deletes: [] }, [
+      "a",
+      "b",
+    ]],
+    ["re-sent identical snapshot changes nothing", [svc("a"), svc("b")], { upserts: [], deletes: [] }, [
+      "a",
+      "b",
+    ]],
+    ["duplicates in a snapshot: last wins", [svc("a"), svc("a", 81), svc("c")], {
+      upserts: [key("a"), key("c")],
+      deletes: [key("b")],
+    }, ["a", "c"]],
+    ["empty snapshot deletes all", [], { upserts: [], deletes: [key("a"), key("c")] }, []],
+  ];
+  for (const [name, objs, change, names] of steps) {
+    await t.step(name, () => {
+      assertEquals(inv.applySnapshot(objs), change);
+      assertEquals(inv.objects().map((o) => o.metadata.name), names);
+    });
+  }
+});
+
+Deno.test("Inventory.applyDeltas", async (t) => {
+  const inv = new Inventory();
+  inv.applySnapshot([svc("a"), svc("b")]);
+  const steps: [string, DiscoveryEvent[], { upserts: string[]; deletes: string[] }][] = [
+    ["update and delete", [{ type: "upsert", object: svc("a", 81) }, { type: "delete", key: key("b") }], {
+      upserts: [key("a")],
+      deletes: [key("b")],
+    }],
+    ["replayed deltas change nothing", [{ type: "upsert", object: svc("a", 81) }, {
+      type: "delete",
+      key: key("b"),
+    }], {
+      upserts: [],
+      deletes: [],
+    }],
+    ["upsert then delete of a new key nets to nothing", [
+      { type: "upsert", object: svc("z") },
+      { type: "delete", key: key("z") },
+    ], { upserts: [], deletes: [] }],
+    ["change and change back nets to nothing", [
+      { type: "upsert", object: svc("a", 1) },
+      { type: "upsert", object: svc("a", 81) },
+    ], { upserts: [], deletes: [] }],
+  ];
+  for (const [name, evs, change] of steps) {
+    await t.step(name, () => assertEquals(inv.applyDeltas(evs), change));
+  }
+  await t.step("versions are content hashes", () => {
+    assertEquals(inv.versions(), new Map([[key("a"), resourceVersionOf(svc("a", 81))]]));
+  });
+  await t.step("digest follows content", () => {
+    const other = new Inventory();
+    other.applySnapshot([svc("a", 81)]);
+    assertEquals(other.digest(), inv.digest());
+    other.applyDeltas([{ type: "upsert", object: svc("a", 82) }]);
+    assertNotEquals(other.digest(), inv.digest());
+  });
+  await t.step("stored objects do not alias callers'", () => {
+    const o = svc("q");
+    inv.applyDeltas([{ type: "upsert", object: o }]);
+    o.metadata.name = "changed";
+    inv.get(key("q"))!.object.metadata.name = "changed";
+    assertEquals(inv.get(key("q"))!.object.metadata.name, "q");
+  });
+});
