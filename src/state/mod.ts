@@ -52,3 +52,5 @@ export {
   discoveryChangeMatters,
 } from "./desired_tracker.ts";
 export { FEDERATION_LABEL, SOURCE_CLUSTER_LABEL } from "./service_entry.ts";
+export { diffByVersion, type VersionDiff, type VersionedUpsert } from "./diff.ts";
+export { chunkBySize, type ChunkOptions, jsonSize } from "./chunk.ts";
