@@ -17,7 +17,8 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(sortDeep(value));
 }
 
-function sortDeep(v: unknown): unknown {
+/** A copy of a JSON-like value with object keys sorted at every level and `undefined` members dropped. */
+export function sortDeep(v: unknown): unknown {
   if (Array.isArray(v)) return v.map((x) => x === undefined ? null : sortDeep(x));
   if (v !== null && typeof v === "object") {
     const out: Record<string, unknown> = {};

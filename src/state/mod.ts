@@ -54,3 +54,11 @@ export {
 export { FEDERATION_LABEL, SOURCE_CLUSTER_LABEL } from "./service_entry.ts";
 export { diffByVersion, type VersionDiff, type VersionedUpsert } from "./diff.ts";
 export { chunkBySize, type ChunkOptions, jsonSize } from "./chunk.ts";
+export {
+  APPLIED_STATE_FILE,
+  type AppliedRecord,
+  DirectoryApplier,
+  type DirectoryApplierOptions,
+  fileFor,
+  renderObject,
+} from "./directory_applier.ts";
