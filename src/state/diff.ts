@@ -2,9 +2,9 @@
  * Resync by difference: what to send so that a peer holding `have` ends up holding `want`.
  * @module
  */
-import type { ResourceVersion } from "./canonical.ts";
+import { type ResourceVersion, resourceVersionOf } from "./canonical.ts";
 import type { VersionedObject } from "./inventory.ts";
-import type { KubeObject, ObjectKey } from "./types.ts";
+import { type KubeObject, type ObjectKey, objectKey } from "./types.ts";
 
 /** One object to send, with its key and version. */
 export interface VersionedUpsert {
@@ -34,4 +34,26 @@ export function diffByVersion(
   const deletes = [...have.keys()].filter((k) => !want.has(k)).sort();
   upserts.sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
   return { upserts, deletes };
+}
+
+/** key → {object, version} for a list of objects (the last of a duplicated key counts). */
+export function versionedMap(objects: readonly KubeObject[]): Map<ObjectKey, VersionedObject> {
+  const out = new Map<ObjectKey, VersionedObject>();
+  for (const o of objects) out.set(objectKey(o), { object: o, version: resourceVersionOf(o) });
+  return out;
+}
+
+/**
+ * The receiving side of {@linkcode diffByVersion}: `held` with the diff applied, as a new map. A
+ * peer that keeps what it received (e.g. the agent's copy of its desired state) stays equal to the
+ * sender's `want` after every diff, and re-applying the same diff changes nothing.
+ */
+export function applyVersionDiff(
+  held: ReadonlyMap<ObjectKey, VersionedObject>,
+  diff: VersionDiff,
+): Map<ObjectKey, VersionedObject> {
+  const out = new Map(held);
+  for (const k of diff.deletes) out.delete(k);
+  for (const u of diff.upserts) out.set(u.key, { object: u.object, version: u.version });
+  return new Map([...out].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0));
 }

@@ -1,6 +1,6 @@
 import { assertEquals } from "../testing/assert.ts";
 import { resourceVersionOf } from "./canonical.ts";
-import { diffByVersion } from "./diff.ts";
+import { applyVersionDiff, diffByVersion, versionedMap } from "./diff.ts";
 import type { VersionedObject } from "./inventory.ts";
 import type { KubeObject } from "./types.ts";
 
@@ -54,5 +54,21 @@ Deno.test("diffByVersion", async (t) => {
     for (const u of d.upserts) h.set(u.key, u.version);
     assertEquals(h, have(cm("a", "2"), cm("b", "1")));
     assertEquals(diffByVersion(h, w), { upserts: [], deletes: [] });
+  });
+});
+
+Deno.test("applyVersionDiff and versionedMap", async (t) => {
+  await t.step("the receiver converges to want, re-applying is a no-op", () => {
+    const held = want(cm("a", "1"), cm("z", "1"));
+    const w = versionedMap([cm("b", "1"), cm("a", "2")]);
+    const d = diffByVersion(new Map([...held].map(([k, v]) => [k, v.version])), w);
+    const after = applyVersionDiff(held, d);
+    assertEquals([...after.keys()], ["v1|ConfigMap|n|a", "v1|ConfigMap|n|b"]);
+    assertEquals(after, new Map([...w].sort(([a], [b]) => a < b ? -1 : 1)));
+    assertEquals(applyVersionDiff(after, d), after);
+  });
+  await t.step("versionedMap keeps the last duplicate", () => {
+    const m = versionedMap([cm("a", "1"), cm("a", "2")]);
+    assertEquals(m.get("v1|ConfigMap|n|a")!.object.data, { v: "2" });
   });
 });

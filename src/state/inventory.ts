@@ -65,6 +65,16 @@ export class Inventory implements InventoryView {
     return change;
   }
 
+  /** Applies a {@linkcode diffByVersion} result computed against this inventory's versions. */
+  applyDiff(
+    diff: { upserts: readonly { object: KubeObject }[]; deletes: readonly ObjectKey[] },
+  ): InventoryChange {
+    return this.applyDeltas([
+      ...diff.deletes.map((key) => ({ type: "delete" as const, key })),
+      ...diff.upserts.map((u) => ({ type: "upsert" as const, object: u.object })),
+    ]);
+  }
+
   /** The entry for `key`, as a copy. */
   get(key: ObjectKey): VersionedObject | undefined {
     const v = this.#items.get(key);

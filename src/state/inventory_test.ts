@@ -1,5 +1,6 @@
 import { assertEquals, assertNotEquals } from "../testing/assert.ts";
 import { resourceVersionOf } from "./canonical.ts";
+import { diffByVersion, versionedMap } from "./diff.ts";
 import { Inventory } from "./inventory.ts";
 import type { DiscoveryEvent, KubeObject } from "./types.ts";
 
@@ -80,4 +81,16 @@ Deno.test("Inventory.applyDeltas", async (t) => {
     inv.get(key("q"))!.object.metadata.name = "changed";
     assertEquals(inv.get(key("q"))!.object.metadata.name, "q");
   });
+});
+
+Deno.test("Inventory.applyDiff from diffByVersion converges the server's copy", () => {
+  const server = new Inventory();
+  server.applySnapshot([svc("a"), svc("b")]);
+  const agentNow = [svc("a", 90), svc("c")];
+  const d = diffByVersion(server.versions(), versionedMap(agentNow));
+  assertEquals(server.applyDiff(d), { upserts: [key("a"), key("c")], deletes: [key("b")] });
+  const fresh = new Inventory();
+  fresh.applySnapshot(agentNow);
+  assertEquals(server.digest(), fresh.digest());
+  assertEquals(server.applyDiff(d), { upserts: [], deletes: [] });
 });

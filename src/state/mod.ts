@@ -52,7 +52,13 @@ export {
   discoveryChangeMatters,
 } from "./desired_tracker.ts";
 export { FEDERATION_LABEL, SOURCE_CLUSTER_LABEL } from "./service_entry.ts";
-export { diffByVersion, type VersionDiff, type VersionedUpsert } from "./diff.ts";
+export {
+  applyVersionDiff,
+  diffByVersion,
+  type VersionDiff,
+  versionedMap,
+  type VersionedUpsert,
+} from "./diff.ts";
 export { chunkBySize, type ChunkOptions, jsonSize } from "./chunk.ts";
 export {
   APPLIED_STATE_FILE,
