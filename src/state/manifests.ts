@@ -3,7 +3,7 @@
  * reported with their file and position so one broken file never hides the others.
  * @module
  */
-import { parseAllDocuments } from "yaml";
+import { parseAllDocuments, YAMLError } from "yaml";
 import type { KubeObject } from "./types.ts";
 
 /** Result of parsing one file: the valid objects and one message per rejected document. */
@@ -62,7 +62,8 @@ export function validateObject(v: unknown): string | undefined {
 }
 
 /**
- * Parses every document of a YAML text. Empty documents are skipped; `kind: List` is flattened.
+ * Parses every document of a YAML text. Needs env access to `LOG_TOKENS` and `LOG_STREAM` (read by
+ * the yaml package); without it the permission error is thrown, not reported as a bad document. Empty documents are skipped; `kind: List` is flattened.
  * Namespaced kinds without a namespace get `default` when `defaultNamespace` is set.
  */
 export function parseManifests(
@@ -76,7 +77,10 @@ export function parseManifests(
   try {
     docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: false });
   } catch (e) {
-    return { objects, errors: [`${source}: ${e instanceof Error ? e.message : String(e)}`] };
+    // Only YAML problems are the file's fault; anything else (e.g. the yaml package reading
+    // LOG_TOKENS/LOG_STREAM without --allow-env) must surface as itself, not as a bad manifest.
+    if (!(e instanceof YAMLError)) throw e;
+    return { objects, errors: [`${source}: ${firstLine(e.message)}`] };
   }
   const list = Array.isArray(docs) ? docs : [];
   list.forEach((doc, i) => {
@@ -89,7 +93,8 @@ export function parseManifests(
     try {
       value = doc.toJS({ maxAliasCount: 100 });
     } catch (e) {
-      errors.push(`${where}: ${firstLine(e instanceof Error ? e.message : String(e))}`);
+      if (!(e instanceof YAMLError)) throw e;
+      errors.push(`${where}: ${firstLine(e.message)}`);
       return;
     }
     if (value === null || value === undefined) return;

@@ -68,3 +68,37 @@ Deno.test("parseManifests", async (t) => {
     assertEquals([isClusterScoped("Namespace"), isClusterScoped("Service")], [true, false]);
   });
 });
+
+Deno.test("parseManifests surfaces a permission error instead of calling the manifest invalid", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "mr-perm-" });
+  const script = `${dir}/probe.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { parseManifests } from "${new URL("./manifests.ts", import.meta.url).href}";\n` +
+      `try { parseManifests("a: 1\\n", "f"); console.log("parsed"); }\n` +
+      `catch (e) { console.log(e instanceof Deno.errors.NotCapable ? "not-capable" : "other: " + e); }\n`,
+  );
+  const run = async (perms: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-prompt",
+        ...perms,
+        "--config",
+        new URL("../../deno.json", import.meta.url).pathname,
+        script,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+    const dec = new TextDecoder();
+    return dec.decode(out.stdout).trim() || dec.decode(out.stderr);
+  };
+  try {
+    assertEquals(await run(["-R", "--allow-env=LOG_TOKENS,LOG_STREAM"]), "parsed");
+    assertEquals(await run(["-R"]), "not-capable");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
