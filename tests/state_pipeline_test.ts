@@ -196,5 +196,13 @@ Deno.test("state pipeline on the examples converges, then resyncs by difference"
     }
     assertEquals(sentUpserts, 0);
   });
+  await t.step("an agent restart resyncs from what its applier still holds: nothing re-sent", async () => {
+    for (const n of clusterNames) {
+      const restarted = new DirectoryApplier({ root: `${tmp}/applied/${n}`, log: nullLogger });
+      const have = await restarted.held();
+      const d = diffByVersion(new Map([...have].map(([k, v]) => [k, v.version])), tracker.get(n)!.items);
+      assertEquals(d, { upserts: [], deletes: [] });
+    }
+  });
   await Deno.remove(tmp, { recursive: true });
 });

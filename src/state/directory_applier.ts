@@ -7,6 +7,7 @@
 import type { Logger } from "../log.ts";
 import { stringify } from "yaml";
 import { resourceVersionOf, sortDeep } from "./canonical.ts";
+import { parseManifests } from "./manifests.ts";
 import { type Applier, type KubeObject, type ObjectKey, objectKey, type ObjectStatus } from "./types.ts";
 
 /** Name of the record of applied objects, in the applier's folder. */
@@ -95,6 +96,30 @@ export class DirectoryApplier implements Applier {
   /** What the applier has applied, by key (from its record). */
   async applied(): Promise<Map<ObjectKey, AppliedRecord>> {
     return await this.#loadState();
+  }
+
+  /**
+   * The objects it applied that are still on disk exactly as written (re-read and re-hashed; an
+   * edited or missing file is left out, so the server sends it again).
+   */
+  async held(_signal?: AbortSignal): Promise<Map<ObjectKey, { object: KubeObject; version: string }>> {
+    const out = new Map<ObjectKey, { object: KubeObject; version: string }>();
+    for (const [key, rec] of await this.#loadState()) {
+      if (rec.version === "") continue;
+      let text: string | undefined;
+      try {
+        text = await readIfExists(`${this.root}/${rec.file}`);
+      } catch {
+        continue;
+      }
+      if (text === undefined) continue;
+      const objs = parseManifests(text, rec.file).objects;
+      if (objs.length !== 1 || objectKey(objs[0]) !== key || resourceVersionOf(objs[0]) !== rec.version) {
+        continue;
+      }
+      out.set(key, { object: objs[0], version: rec.version });
+    }
+    return out;
   }
 
   async #apply(desired: KubeObject[], signal?: AbortSignal): Promise<ObjectStatus[]> {

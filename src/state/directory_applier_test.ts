@@ -1,5 +1,6 @@
 import { memoryLogger, nullLogger } from "../log.ts";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "../testing/assert.ts";
+import { resourceVersionOf } from "./canonical.ts";
 import { parseManifests } from "./manifests.ts";
 import { APPLIED_STATE_FILE, DirectoryApplier, fileFor, renderObject } from "./directory_applier.ts";
 import type { KubeObject, ObjectStatus } from "./types.ts";
@@ -208,4 +209,36 @@ Deno.test("DirectoryApplier recovery", async (t) => {
     assertEquals(s.map((x) => x.state), ["failed", "applied"]);
     await Deno.remove(root, { recursive: true });
   });
+});
+
+Deno.test("DirectoryApplier.held returns intact applied objects for resync after a restart", async (t) => {
+  const root = await Deno.makeTempDir({ prefix: "mr-apply-" });
+  const objs = [cm("a"), cm("b"), se("r"), {
+    ...cm("odd"),
+    data: { yes: "yes", n: "1.0", e: "", t: "true" },
+  }];
+  await new DirectoryApplier({ root, log: nullLogger }).apply(objs);
+  // A new instance, as after an agent restart.
+  const applier = new DirectoryApplier({ root, log: nullLogger });
+  await t.step("every object round-trips with its version", async () => {
+    const held = await applier.held();
+    assertEquals(
+      [...held.keys()].sort(),
+      objs.map((o) => `${o.apiVersion}|${o.kind}|${o.metadata.namespace}|${o.metadata.name}`).sort(),
+    );
+    for (const o of objs) {
+      const h = held.get(`${o.apiVersion}|${o.kind}|${o.metadata.namespace}|${o.metadata.name}`)!;
+      assertEquals(h.object, o);
+      assertEquals(h.version, resourceVersionOf(o));
+    }
+  });
+  await t.step("an edited or deleted file is left out (the server will resend it)", async () => {
+    await Deno.writeTextFile(`${root}/apps/ConfigMap.v1.a.yaml`, renderObject(cm("a", "edited")));
+    await Deno.remove(`${root}/apps/ConfigMap.v1.b.yaml`);
+    const held = await applier.held();
+    assertEquals(held.has("v1|ConfigMap|apps|a"), false);
+    assertEquals(held.has("v1|ConfigMap|apps|b"), false);
+    assertEquals(held.size, 2);
+  });
+  await Deno.remove(root, { recursive: true });
 });

@@ -73,4 +73,9 @@ export interface ObjectStatus {
 export interface Applier {
   /** `desired` is the complete desired set; returns one status per applied or pruned object. */
   apply(desired: KubeObject[], signal?: AbortSignal): Promise<ObjectStatus[]>;
+  /**
+   * Optional: the objects it applied in earlier runs that are still intact, with their versions
+   * (content hashes), so a restarted agent can resync by difference instead of receiving everything.
+   */
+  held?(signal?: AbortSignal): Promise<Map<ObjectKey, { object: KubeObject; version: string }>>;
 }
