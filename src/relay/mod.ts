@@ -12,3 +12,13 @@ export {
   METRICS_CONTENT_TYPE,
   MetricsRegistry,
 } from "./metrics.ts";
+export { Backoff, backoffCeiling, backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
+export {
+  type CheckResult,
+  type HttpEndpoints,
+  type HttpEndpointsOptions,
+  httpHandler,
+  Readiness,
+  type ReadinessCheck,
+  serveHttpEndpoints,
+} from "./http_endpoints.ts";
