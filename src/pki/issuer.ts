@@ -1,0 +1,62 @@
+/**
+ * Loading a signing CA (bring-your-own or our own): certificate + key, checked to be a CA that may sign,
+ * valid now, and holding the key that belongs to the certificate.
+ * @module
+ */
+import type { X509Certificate } from "@peculiar/x509";
+import { InvalidInputError } from "../errors.ts";
+import { checkIssuerCanSign, type Issuer } from "./issue.ts";
+import {
+  classifyPublicKey,
+  importPrivateKey,
+  importPublicKey,
+  type KeyPair,
+  signatureParams,
+} from "./keys.ts";
+import { parseCertificates } from "./pem.ts";
+
+/** True when the private key belongs to the certificate's public key (proved by a signature, not by bytes). */
+export async function keyMatchesCertificate(keyPair: KeyPair, cert: X509Certificate): Promise<boolean> {
+  const certKey = classifyPublicKey(cert.publicKey.rawData);
+  if ("problem" in certKey || certKey.algorithm !== keyPair.algorithm) return false;
+  const challenge = crypto.getRandomValues(new Uint8Array(32));
+  const params = signatureParams(keyPair.algorithm);
+  try {
+    const signature = await crypto.subtle.sign(params, keyPair.privateKey, challenge);
+    const publicKey = await importPublicKey(cert.publicKey.rawData, certKey.algorithm);
+    return await crypto.subtle.verify(params, publicKey, signature, challenge);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Checks the issuer is a CA allowed to sign (basicConstraints CA:true, keyCertSign when keyUsage is present),
+ * that the key matches the certificate, and that it is valid at `now`; throws InvalidInputError naming `what`
+ * otherwise. Certificates after the first in `certPem` become the issuer's `chain`.
+ */
+export async function loadIssuer(
+  certPem: string,
+  keyPem: string,
+  opts: { now: Date; passphrase?: string; what?: string },
+): Promise<Issuer> {
+  const what = opts.what ?? "issuer";
+  const [certificate, ...chain] = parseCertificates(certPem, `${what} certificate`);
+  const certKey = classifyPublicKey(certificate.publicKey.rawData);
+  if ("problem" in certKey) throw new InvalidInputError(`${what} certificate: ${certKey.problem}`);
+  checkIssuerCanSign(certificate, `${what} certificate`);
+  const now = opts.now.getTime();
+  if (certificate.notAfter.getTime() < now) {
+    throw new InvalidInputError(`${what} certificate: expired on ${certificate.notAfter.toISOString()}`);
+  }
+  if (certificate.notBefore.getTime() > now) {
+    throw new InvalidInputError(
+      `${what} certificate: not valid before ${certificate.notBefore.toISOString()}`,
+    );
+  }
+  const keyPair = await importPrivateKey(keyPem, { passphrase: opts.passphrase, what: `${what} key` });
+  if (!(await keyMatchesCertificate(keyPair, certificate))) {
+    throw new InvalidInputError(`${what}: the key does not belong to the certificate`);
+  }
+  return { certificate, keyPair, chain };
+}
