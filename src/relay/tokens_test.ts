@@ -1,0 +1,160 @@
+import { AuthenticationError, InvalidInputError, PermissionDeniedError } from "../errors.ts";
+import { FileSecretStore, MemorySecretStore } from "../store/mod.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../testing/assert.ts";
+import {
+  BOOTSTRAP_TOKEN_PREFIX,
+  constantTimeEqual,
+  IDENTITY_TOKEN_SECRET,
+  TokenAuthority,
+  tokenHash,
+  validateClusterName,
+} from "./tokens.ts";
+
+const NOW = new Date("2026-03-01T00:00:00Z");
+const HOUR = 3600_000;
+
+Deno.test("constantTimeEqual compares whole values of any length", async (t) => {
+  const cases: [string, string, boolean][] = [
+    ["abc", "abc", true],
+    ["abc", "abd", false],
+    ["abc", "abcd", false],
+    ["", "", true],
+    ["", "x", false],
+    ["ü", "ü", true],
+  ];
+  for (const [a, b, want] of cases) {
+    await t.step(
+      `${JSON.stringify(a)} vs ${JSON.stringify(b)}`,
+      () => assertEquals(constantTimeEqual(a, b), want),
+    );
+  }
+});
+
+Deno.test("shared token: accepted for any cluster name, read from the store on every check", async () => {
+  const store = new MemorySecretStore();
+  const auth = new TokenAuthority({ store });
+  await assertRejects(() => auth.check("anything", "c1", { now: NOW, consume: true }), AuthenticationError);
+  await store.put(IDENTITY_TOKEN_SECRET, { token: new TextEncoder().encode("1vafj9032npvr90n20fn\n") });
+  assertEquals(await auth.check("1vafj9032npvr90n20fn", "c1", { now: NOW, consume: true }), {
+    cluster: "c1",
+    kind: "shared",
+  });
+  // Reusable: the shared token is the seeds' long-lived secret.
+  assertEquals((await auth.check("1vafj9032npvr90n20fn", "c2", { now: NOW, consume: true })).cluster, "c2");
+  await assertRejects(
+    () => auth.check("1vafj9032npvr90n20fX", "c1", { now: NOW, consume: true }),
+    AuthenticationError,
+  );
+  await store.put(IDENTITY_TOKEN_SECRET, { token: new TextEncoder().encode("rotated") });
+  await assertRejects(
+    () => auth.check("1vafj9032npvr90n20fn", "c1", { now: NOW, consume: true }),
+    AuthenticationError,
+  );
+  assert(await auth.anyConfigured());
+});
+
+Deno.test("per-cluster token: bound, expiring, single-use, hash only in the store", async (t) => {
+  const store = new MemorySecretStore();
+  const auth = new TokenAuthority({ store });
+  const { token, id } = await auth.create("cluster-1", { now: NOW, ttlMs: HOUR });
+  assert(/^mrbt\.[a-f0-9]{16}\.[A-Za-z0-9_-]{43}$/.test(token), token);
+
+  await t.step("the store holds no usable token", async () => {
+    const s = await store.get(BOOTSTRAP_TOKEN_PREFIX + id);
+    const all = Object.values(s!.data).map((v) => new TextDecoder().decode(v)).join("\n");
+    assert(!all.includes(token.split(".")[2]));
+    assert(all.includes(tokenHash(token.split(".")[2])));
+  });
+  await t.step("another cluster is refused", async () => {
+    await assertRejects(
+      () => auth.check(token, "cluster-2", { now: NOW, consume: true }),
+      PermissionDeniedError,
+    );
+  });
+  await t.step("a wrong secret with the right id is refused", async () => {
+    const bad = token.slice(0, -3) + (token.endsWith("AAA") ? "BBB" : "AAA");
+    await assertRejects(() => auth.check(bad, "cluster-1", { now: NOW, consume: true }), AuthenticationError);
+  });
+  await t.step("checking without consuming leaves it usable", async () => {
+    await auth.check(token, "cluster-1", { now: NOW, consume: false });
+    assertEquals((await auth.list())[0].usedAt, undefined);
+  });
+  await t.step("first use wins, second is refused", async () => {
+    assertEquals(await auth.check(token, "cluster-1", { now: NOW, consume: true }), {
+      cluster: "cluster-1",
+      kind: "cluster",
+      tokenId: id,
+    });
+    await assertRejects(
+      () => auth.check(token, "cluster-1", { now: NOW, consume: true }),
+      AuthenticationError,
+    );
+    assertEquals((await auth.list())[0].usedAt, NOW);
+  });
+  await t.step("expired is refused", async () => {
+    const t2 = await auth.create("cluster-1", { now: NOW, ttlMs: HOUR });
+    const later = new Date(NOW.getTime() + HOUR);
+    await assertRejects(
+      () => auth.check(t2.token, "cluster-1", { now: later, consume: true }),
+      AuthenticationError,
+    );
+  });
+  await t.step("revoked is refused", async () => {
+    const t3 = await auth.create("cluster-1", { now: NOW, ttlMs: HOUR });
+    assert(await auth.revoke(t3.id));
+    await assertRejects(
+      () => auth.check(t3.token, "cluster-1", { now: NOW, consume: true }),
+      AuthenticationError,
+    );
+  });
+  await t.step("prune drops used and expired records after the grace period", async () => {
+    const n = await auth.prune(new Date(NOW.getTime() + 48 * HOUR));
+    assertEquals(n, 2);
+    assertEquals(await auth.list(), []);
+  });
+});
+
+Deno.test("per-cluster token: concurrent uses, only one wins (file store, separate authorities)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "meshrelay-tokens-" });
+  try {
+    const { token } = await new TokenAuthority({ store: new FileSecretStore(dir) }).create("c1", {
+      now: NOW,
+      ttlMs: HOUR,
+    });
+    const results = await Promise.allSettled(
+      Array.from(
+        { length: 8 },
+        () =>
+          new TokenAuthority({ store: new FileSecretStore(dir) }).check(token, "c1", {
+            now: NOW,
+            consume: true,
+          }),
+      ),
+    );
+    assertEquals(results.filter((r) => r.status === "fulfilled").length, 1);
+    for (const r of results) {
+      if (r.status === "rejected") assert(r.reason instanceof AuthenticationError, String(r.reason));
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("create validates its input", async (t) => {
+  const auth = new TokenAuthority({ store: new MemorySecretStore() });
+  const cases: [string, () => Promise<unknown>][] = [
+    ["bad cluster", () => auth.create("Not_DNS", { now: NOW, ttlMs: HOUR })],
+    ["bad ttl", () => auth.create("c1", { now: NOW, ttlMs: 0 })],
+  ];
+  for (const [name, fn] of cases) {
+    await t.step(name, async () => {
+      await assertRejects(fn, InvalidInputError);
+    });
+  }
+  await t.step("cluster names", () => {
+    for (const ok of ["c1", "cluster-1", "a.b.c", "x".repeat(63)]) validateClusterName(ok);
+    for (const bad of ["", "-a", "a-", "A", "a..b", "x".repeat(64), "a_b"]) {
+      assertThrows(() => validateClusterName(bad), InvalidInputError);
+    }
+  });
+});
