@@ -27,3 +27,12 @@ export {
 export { keyMatchesCertificate, loadIssuer } from "./issuer.ts";
 export { createCsr, signCsr, type SignCsrOptions } from "./csr.ts";
 export { dnsNamesOf, ipAddressesOf, isCa } from "./extensions.ts";
+export {
+  MAX_CHAIN_LENGTH,
+  type Purpose,
+  VerificationError,
+  type VerificationReason,
+  type VerifiedChain,
+  verifyChain,
+  type VerifyOptions,
+} from "./verify.ts";
