@@ -22,3 +22,18 @@ export {
   type ReadinessCheck,
   serveHttpEndpoints,
 } from "./http_endpoints.ts";
+export {
+  checkMaxMessageBytes,
+  chunkDiff,
+  type ChunkedDiff,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  describeOversized,
+  DiffAssembler,
+  fromResource,
+  grpcMessageOptions,
+  HeldAssembler,
+  helloMessages,
+  type OversizedObject,
+  toResource,
+  welcomeMessages,
+} from "./wire.ts";

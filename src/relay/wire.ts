@@ -1,0 +1,352 @@
+/**
+ * Between src/state shapes and the Sync messages: objects travel as canonical JSON with their
+ * content-hash version; sets of versions (Hello, Welcome) and diffs (discovery, desired) are split
+ * into messages whose encoded size stays at or below a byte limit, instead of raising the limit.
+ *
+ * Sizes are computed from the protobuf encoding rules (tag + length varint + bytes), so a message
+ * built here never exceeds the limit; tests check that against the real encoder.
+ * @module
+ */
+import { InvalidInputError, ResourceExhaustedError } from "../errors.ts";
+import type { AgentMessage, HeldVersion, Resource, ResourceDiff, ServerMessage } from "../proto/mod.ts";
+import {
+  canonicalJson,
+  chunkBySize,
+  type KubeObject,
+  type ObjectKey,
+  objectKey,
+  type ResourceVersion,
+  resourceVersionOf,
+  type VersionDiff,
+  type VersionedUpsert,
+} from "../state/mod.ts";
+
+/** The gRPC default receive limit, and ours: 4 MiB. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Smallest limit we accept: a message must hold its envelope and at least a modest object. Limits
+ * below this would only turn ordinary objects into "too large" errors.
+ */
+export const MIN_MAX_MESSAGE_BYTES = 1024;
+
+/**
+ * Envelope bytes of every chunk besides its items: oneof tag + length (≤ 6), generation (≤ 11),
+ * `last`/`more` (2), `max_message_bytes` (≤ 6), plus room for a cluster name or agent version, whose
+ * bytes are added separately. Generous on purpose: the items are what must fit.
+ */
+const ENVELOPE_BYTES = 32;
+
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** grpc-js channel/server options that make gRPC itself accept messages up to `maxBytes` both ways. */
+export function grpcMessageOptions(maxBytes = DEFAULT_MAX_MESSAGE_BYTES): Record<string, number> {
+  return { "grpc.max_receive_message_length": maxBytes, "grpc.max_send_message_length": maxBytes };
+}
+
+/** Validates a configured message limit. */
+export function checkMaxMessageBytes(maxBytes: number): number {
+  if (!Number.isInteger(maxBytes) || maxBytes < MIN_MAX_MESSAGE_BYTES || maxBytes > 2 ** 31 - 1) {
+    throw new InvalidInputError(
+      `max message size must be an integer between ${MIN_MAX_MESSAGE_BYTES} and ${
+        2 ** 31 - 1
+      } bytes, got ${maxBytes}`,
+    );
+  }
+  return maxBytes;
+}
+
+function varintLen(n: number): number {
+  let len = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+/** Encoded size of a length-delimited field (tag < 16) carrying `n` bytes. */
+function lenField(n: number): number {
+  return 1 + varintLen(n) + n;
+}
+
+function strBytes(s: string): number {
+  return utf8.encode(s).byteLength;
+}
+
+/** Encoded size of a `Resource` as an element of a repeated field. */
+export function resourceWireSize(r: Resource): number {
+  const inner = lenField(strBytes(r.key)) + lenField(strBytes(r.version)) + lenField(r.objectJson.byteLength);
+  return lenField(inner);
+}
+
+/** Encoded size of a `HeldVersion` as an element of a repeated field. */
+export function heldWireSize(h: HeldVersion): number {
+  return lenField(lenField(strBytes(h.key)) + lenField(strBytes(h.version)));
+}
+
+/** Encoded size of a delete key as an element of `ResourceDiff.deletes`. */
+function deleteWireSize(key: string): number {
+  return lenField(strBytes(key));
+}
+
+/** An object on the wire: canonical JSON, so the receiver recomputes the same version. */
+export function toResource(u: { key: ObjectKey; object: KubeObject; version: ResourceVersion }): Resource {
+  return { key: u.key, version: u.version, objectJson: utf8.encode(canonicalJson(u.object)) };
+}
+
+/**
+ * An object from the wire, checked: valid UTF-8 JSON of a Kubernetes-shaped object whose key and
+ * content hash equal what the sender claims. A mismatch means a broken or hostile peer; trusting
+ * its version would make both sides disagree forever about what is held.
+ */
+export function fromResource(r: Resource): VersionedUpsert {
+  const name = JSON.stringify(r.key.slice(0, 200));
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(utf8Decoder.decode(r.objectJson));
+  } catch {
+    throw new InvalidInputError(`object ${name}: not valid UTF-8 JSON`);
+  }
+  if (!isKubeObject(parsed)) {
+    throw new InvalidInputError(
+      `object ${name}: not a Kubernetes-shaped object (apiVersion, kind, metadata.name)`,
+    );
+  }
+  const key = objectKey(parsed);
+  if (key !== r.key) {
+    throw new InvalidInputError(`object ${name}: its content has key ${JSON.stringify(key)}`);
+  }
+  const version = resourceVersionOf(parsed);
+  if (version !== r.version) {
+    throw new InvalidInputError(
+      `object ${name}: version ${JSON.stringify(r.version)} does not match its content`,
+    );
+  }
+  return { key, object: parsed, version };
+}
+
+function isKubeObject(v: unknown): v is KubeObject {
+  if (v === null || typeof v !== "object" || Array.isArray(v)) return false;
+  const o = v as Record<string, unknown>;
+  const m = o.metadata as Record<string, unknown> | undefined;
+  return typeof o.apiVersion === "string" && o.apiVersion !== "" && typeof o.kind === "string" &&
+    o.kind !== "" &&
+    m !== null && typeof m === "object" && !Array.isArray(m) && typeof m.name === "string" && m.name !== "" &&
+    (m.namespace === undefined || typeof m.namespace === "string");
+}
+
+/** key → version as wire entries, sorted by key. */
+export function toHeld(versions: ReadonlyMap<ObjectKey, ResourceVersion>): HeldVersion[] {
+  return [...versions].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([key, version]) => ({
+    key,
+    version,
+  }));
+}
+
+/** An object too large for any message: left out of the diff, reported by the caller. */
+export interface OversizedObject {
+  key: ObjectKey;
+  bytes: number;
+  maxBytes: number;
+}
+
+/** Text for an {@linkcode OversizedObject} (names the object, never its content). */
+export function describeOversized(o: OversizedObject): string {
+  return `object is ${o.bytes} bytes encoded and cannot fit in a message of at most ${o.maxBytes} bytes`;
+}
+
+/** Result of {@linkcode chunkDiff}. */
+export interface ChunkedDiff {
+  /** At least one message; only the last has `last = true`. */
+  chunks: ResourceDiff[];
+  /** Upserts that were left out because one alone exceeds the limit. */
+  oversized: OversizedObject[];
+  /** What was really sent: the diff minus the oversized upserts. */
+  sent: VersionDiff;
+  /** Sum of the encoded sizes of the items (objects and keys) in the chunks. */
+  bytes: number;
+}
+
+type DiffItem = { del: string; size: number } | { res: Resource; upsert: VersionedUpsert; size: number };
+
+/**
+ * Splits a diff into `ResourceDiff` chunks of one generation, each encoding (inside its oneof
+ * envelope) to at most `maxBytes`. An empty diff is one empty chunk with `last = true`, so the
+ * receiver always learns that the generation is complete. Deletes go first (order does not matter
+ * to the receiver, which acts only on the last chunk).
+ */
+export function chunkDiff(diff: VersionDiff, generation: number, maxBytes: number): ChunkedDiff {
+  const items: DiffItem[] = [];
+  const oversized: OversizedObject[] = [];
+  const limit = maxBytes - ENVELOPE_BYTES;
+  for (const key of diff.deletes) {
+    const size = deleteWireSize(key);
+    if (size > limit) {
+      // A key is at most a few hundred bytes in Kubernetes; one this long cannot be ours.
+      throw new ResourceExhaustedError(`a delete key of ${size} bytes cannot fit in a message`);
+    }
+    items.push({ del: key, size });
+  }
+  const sentUpserts: VersionedUpsert[] = [];
+  for (const u of diff.upserts) {
+    const res = toResource(u);
+    const size = resourceWireSize(res);
+    if (size > limit) {
+      oversized.push({ key: u.key, bytes: size + ENVELOPE_BYTES, maxBytes });
+      continue;
+    }
+    items.push({ res, upsert: u, size });
+    sentUpserts.push(u);
+  }
+  const groups = chunkBySize(items, maxBytes, (i) => i.size, { baseBytes: ENVELOPE_BYTES });
+  if (groups.length === 0) groups.push([]);
+  const chunks = groups.map((g, i): ResourceDiff => ({
+    generation,
+    upserts: g.flatMap((x) => "res" in x ? [x.res] : []),
+    deletes: g.flatMap((x) => "del" in x ? [x.del] : []),
+    last: i === groups.length - 1,
+  }));
+  return {
+    chunks,
+    oversized,
+    sent: { upserts: sentUpserts, deletes: [...diff.deletes] },
+    bytes: items.reduce((a, x) => a + x.size, 0),
+  };
+}
+
+/** Splits held versions into groups that fit a message of `maxBytes` with `extraBytes` of other fields. */
+function chunkHeld(held: HeldVersion[], maxBytes: number, extraBytes: number): HeldVersion[][] {
+  const groups = chunkBySize(held, maxBytes, heldWireSize, {
+    baseBytes: ENVELOPE_BYTES + extraBytes,
+    describe: (h) => `held version of ${JSON.stringify(h.key.slice(0, 200))}`,
+  });
+  if (groups.length === 0) groups.push([]);
+  return groups;
+}
+
+/** The agent's Hello, chunked: every message but the last has `more = true`. */
+export function helloMessages(
+  agentVersion: string,
+  applied: ReadonlyMap<ObjectKey, ResourceVersion>,
+  maxBytes: number,
+): AgentMessage[] {
+  const groups = chunkHeld(toHeld(applied), maxBytes, lenField(strBytes(agentVersion)));
+  return groups.map((g, i) => ({
+    hello: { agentVersion, applied: g, more: i < groups.length - 1 },
+  }));
+}
+
+/** The server's Welcome, chunked: every message but the last has `more = true`. */
+export function welcomeMessages(
+  cluster: string,
+  inventory: ReadonlyMap<ObjectKey, ResourceVersion>,
+  maxBytes: number,
+): ServerMessage[] {
+  const groups = chunkHeld(toHeld(inventory), maxBytes, lenField(strBytes(cluster)));
+  return groups.map((g, i) => ({
+    welcome: { cluster, inventory: g, more: i < groups.length - 1, maxMessageBytes: maxBytes },
+  }));
+}
+
+/** Collects a chunked set of held versions (Hello or Welcome) until the message without `more`. */
+export class HeldAssembler {
+  #held = new Map<ObjectKey, ResourceVersion>();
+  #done = false;
+  #limit: number;
+  #what: string;
+
+  /** `maxEntries` bounds memory against a peer that never stops sending. */
+  constructor(what: string, maxEntries: number) {
+    this.#what = what;
+    this.#limit = maxEntries;
+  }
+
+  /** Whether the final chunk arrived. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** Adds a chunk; returns the complete map on the final one. */
+  add(entries: readonly HeldVersion[], more: boolean): Map<ObjectKey, ResourceVersion> | undefined {
+    if (this.#done) throw new InvalidInputError(`${this.#what} received after it was complete`);
+    for (const h of entries) {
+      if (typeof h.key !== "string" || h.key === "") throw new InvalidInputError(`${this.#what}: empty key`);
+      this.#held.set(h.key, h.version);
+    }
+    if (this.#held.size > this.#limit) {
+      throw new ResourceExhaustedError(`${this.#what} lists more than ${this.#limit} objects`);
+    }
+    if (more) return undefined;
+    this.#done = true;
+    return this.#held;
+  }
+}
+
+/**
+ * Collects the chunks of one diff generation. Chunks of one generation must be contiguous; the
+ * complete diff is returned on the chunk with `last = true`.
+ */
+export class DiffAssembler {
+  #generation: number | undefined;
+  #upserts = new Map<ObjectKey, VersionedUpsert>();
+  #deletes = new Set<ObjectKey>();
+  #lastDone = 0;
+  #what: string;
+  #limit: number;
+
+  /** `maxObjects` bounds what one pending diff may hold. */
+  constructor(what: string, maxObjects: number) {
+    this.#what = what;
+    this.#limit = maxObjects;
+  }
+
+  /** Generation of the last complete diff (0 before the first). */
+  get lastGeneration(): number {
+    return this.#lastDone;
+  }
+
+  /** Adds a chunk (validating every object); returns the complete diff on the last chunk. */
+  add(chunk: ResourceDiff): { generation: number; diff: VersionDiff } | undefined {
+    const g = chunk.generation;
+    if (!Number.isSafeInteger(g) || g <= 0) {
+      throw new InvalidInputError(`${this.#what}: generation must be positive`);
+    }
+    if (this.#generation === undefined) {
+      if (g <= this.#lastDone) {
+        throw new InvalidInputError(
+          `${this.#what}: generation ${g} does not follow ${this.#lastDone}`,
+        );
+      }
+      this.#generation = g;
+    } else if (g !== this.#generation) {
+      throw new InvalidInputError(
+        `${this.#what}: generation ${g} started before generation ${this.#generation} was complete`,
+      );
+    }
+    for (const key of chunk.deletes) {
+      this.#upserts.delete(key);
+      this.#deletes.add(key);
+    }
+    for (const r of chunk.upserts) {
+      const u = fromResource(r);
+      this.#deletes.delete(u.key);
+      this.#upserts.set(u.key, u);
+    }
+    if (this.#upserts.size + this.#deletes.size > this.#limit) {
+      throw new ResourceExhaustedError(`${this.#what}: one diff holds more than ${this.#limit} objects`);
+    }
+    if (!chunk.last) return undefined;
+    const sortKey = (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0;
+    const diff: VersionDiff = {
+      upserts: [...this.#upserts.values()].sort((a, b) => sortKey(a.key, b.key)),
+      deletes: [...this.#deletes].sort(sortKey),
+    };
+    this.#lastDone = g;
+    this.#generation = undefined;
+    this.#upserts = new Map();
+    this.#deletes = new Set();
+    return { generation: g, diff };
+  }
+}

@@ -1,0 +1,218 @@
+import { InvalidInputError, ResourceExhaustedError } from "../errors.ts";
+import { AgentMessageCodec, ServerMessageCodec } from "../proto/mod.ts";
+import { diffByVersion, type KubeObject, resourceVersionOf, versionedMap } from "../state/mod.ts";
+import { assert, assertEquals, assertStringIncludes, assertThrows } from "../testing/assert.ts";
+import {
+  checkMaxMessageBytes,
+  chunkDiff,
+  DiffAssembler,
+  fromResource,
+  HeldAssembler,
+  helloMessages,
+  toResource,
+  welcomeMessages,
+} from "./wire.ts";
+
+function lcg(seed: number): () => number {
+  return () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+}
+
+function service(name: string, ns: string, payload = 0): KubeObject {
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: { name, namespace: ns, labels: { app: name, "ü": "ünïcödé" } },
+    spec: { ports: [{ port: 80 }], note: "x".repeat(payload) },
+  };
+}
+
+const enc = new TextEncoder();
+
+Deno.test("toResource/fromResource", async (t) => {
+  const o = service("reviews", "apps");
+  const good = toResource({ key: "v1|Service|apps|reviews", object: o, version: resourceVersionOf(o) });
+  await t.step("round trip keeps key, version and content", () => {
+    const back = fromResource(good);
+    assertEquals(back, { key: good.key, object: o, version: good.version });
+  });
+  const bad: { name: string; r: typeof good; msg: string }[] = [
+    { name: "not JSON", r: { ...good, objectJson: enc.encode("{") }, msg: "not valid UTF-8 JSON" },
+    { name: "invalid UTF-8", r: { ...good, objectJson: new Uint8Array([0xff, 0xfe]) }, msg: "UTF-8" },
+    { name: "array", r: { ...good, objectJson: enc.encode("[]") }, msg: "Kubernetes-shaped" },
+    {
+      name: "no name",
+      r: { ...good, objectJson: enc.encode('{"apiVersion":"v1","kind":"X","metadata":{}}') },
+      msg: "Kubernetes-shaped",
+    },
+    { name: "key does not match content", r: { ...good, key: "v1|Service|apps|other" }, msg: "has key" },
+    {
+      name: "version does not match content",
+      r: { ...good, version: "0".repeat(32) },
+      msg: "does not match",
+    },
+  ];
+  for (const c of bad) {
+    await t.step(`refuses: ${c.name}`, () => {
+      const e = assertThrows(() => fromResource(c.r), InvalidInputError);
+      assertStringIncludes(e.message, c.msg);
+    });
+  }
+});
+
+Deno.test("chunkDiff: every message fits the limit and reassembles to the diff", async (t) => {
+  const rnd = lcg(42);
+  for (const maxBytes of [1024, 2048, 8192]) {
+    await t.step(`limit ${maxBytes}`, () => {
+      for (let round = 0; round < 30; round++) {
+        const objs = Array.from(
+          { length: Math.floor(rnd() * 60) },
+          (_, i) => service(`s${i}`, "apps", Math.floor(rnd() * maxBytes * 0.6)),
+        );
+        const have = new Map(
+          Array.from({ length: Math.floor(rnd() * 20) }, (_, i) => [`v1|Service|old|x${i}`, "v"] as const),
+        );
+        const diff = diffByVersion(have, versionedMap(objs));
+        const gen = round + 1;
+        const { chunks, oversized, sent } = chunkDiff(diff, gen, maxBytes);
+        assertEquals(oversized, []);
+        assert(chunks.length >= 1);
+        chunks.forEach((c, i) => {
+          assertEquals(c.last, i === chunks.length - 1);
+          assertEquals(c.generation, gen);
+          assert(AgentMessageCodec.encode({ discovery: c }).finish().length <= maxBytes);
+          assert(ServerMessageCodec.encode({ desired: c }).finish().length <= maxBytes);
+        });
+        const asm = new DiffAssembler("test", 1_000_000);
+        let done;
+        for (const c of chunks) done = asm.add(c);
+        assertEquals(done, { generation: gen, diff: sent });
+        assertEquals(sent, diff);
+      }
+    });
+  }
+  await t.step("an empty diff is one empty last chunk", () => {
+    assertEquals(chunkDiff({ upserts: [], deletes: [] }, 7, 1024).chunks, [
+      { generation: 7, upserts: [], deletes: [], last: true },
+    ]);
+  });
+  await t.step("an object larger than the limit is left out and reported, the rest is sent", () => {
+    const objs = [service("small", "apps"), service("huge", "apps", 5000), service("tiny", "apps")];
+    const diff = diffByVersion(new Map(), versionedMap(objs));
+    const r = chunkDiff(diff, 1, 2048);
+    assertEquals(r.oversized.map((o) => o.key), ["v1|Service|apps|huge"]);
+    assert(r.oversized[0].bytes > 5000);
+    assertEquals(r.oversized[0].maxBytes, 2048);
+    assertEquals(r.sent.upserts.map((u) => u.key), ["v1|Service|apps|small", "v1|Service|apps|tiny"]);
+    assertEquals(r.chunks.flatMap((c) => c.upserts.map((u) => u.key)), r.sent.upserts.map((u) => u.key));
+  });
+});
+
+Deno.test("helloMessages/welcomeMessages chunk held versions below the limit", async (t) => {
+  const held = new Map(
+    Array.from({ length: 500 }, (_, i) => [`v1|Service|ns|svc-${i}`, `${i}`.padStart(32, "0")]),
+  );
+  const cases = [
+    { name: "empty set: one message", held: new Map<string, string>(), max: 1024, want: 1 },
+    { name: "small set: one message", held: new Map([["a", "1"]]), max: 1024, want: 1 },
+    { name: "large set: several", held, max: 4096, want: 8 },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, () => {
+      const hello = helloMessages("0.1.0", c.held, c.max);
+      const welcome = welcomeMessages("cluster-1", c.held, c.max);
+      assertEquals(hello.length, c.want);
+      assertEquals(welcome.length, c.want);
+      const ha = new HeldAssembler("hello", 10_000);
+      const wa = new HeldAssembler("welcome", 10_000);
+      let h, w;
+      hello.forEach((m, i) => {
+        assert(AgentMessageCodec.encode(m).finish().length <= c.max);
+        assertEquals(m.hello!.more, i < hello.length - 1);
+        h = ha.add(m.hello!.applied, m.hello!.more);
+      });
+      welcome.forEach((m) => {
+        assert(ServerMessageCodec.encode(m).finish().length <= c.max);
+        assertEquals(m.welcome!.maxMessageBytes, c.max);
+        w = wa.add(m.welcome!.inventory, m.welcome!.more);
+      });
+      assertEquals(h, c.held);
+      assertEquals(w, c.held);
+    });
+  }
+});
+
+Deno.test("assemblers refuse protocol violations", async (t) => {
+  const o = service("a", "x");
+  const r = toResource({ key: "v1|Service|x|a", object: o, version: resourceVersionOf(o) });
+  const cases: {
+    name: string;
+    run: () => void;
+    err: typeof InvalidInputError | typeof ResourceExhaustedError;
+  }[] = [
+    {
+      name: "generation zero",
+      run: () => new DiffAssembler("d", 10).add({ generation: 0, upserts: [], deletes: [], last: true }),
+      err: InvalidInputError,
+    },
+    {
+      name: "interleaved generations",
+      run: () => {
+        const a = new DiffAssembler("d", 10);
+        a.add({ generation: 1, upserts: [r], deletes: [], last: false });
+        a.add({ generation: 2, upserts: [], deletes: [], last: true });
+      },
+      err: InvalidInputError,
+    },
+    {
+      name: "generation going back",
+      run: () => {
+        const a = new DiffAssembler("d", 10);
+        a.add({ generation: 5, upserts: [], deletes: [], last: true });
+        a.add({ generation: 5, upserts: [], deletes: [], last: true });
+      },
+      err: InvalidInputError,
+    },
+    {
+      name: "too many pending objects",
+      run: () => {
+        const a = new DiffAssembler("d", 2);
+        a.add({ generation: 1, upserts: [r], deletes: ["k1", "k2"], last: false });
+      },
+      err: ResourceExhaustedError,
+    },
+    {
+      name: "hello after complete",
+      run: () => {
+        const a = new HeldAssembler("hello", 10);
+        a.add([], false);
+        a.add([], false);
+      },
+      err: InvalidInputError,
+    },
+    {
+      name: "hello too long",
+      run: () =>
+        new HeldAssembler("hello", 1).add([{ key: "a", version: "1" }, { key: "b", version: "1" }], true),
+      err: ResourceExhaustedError,
+    },
+  ];
+  for (const c of cases) await t.step(c.name, () => void assertThrows(c.run, c.err));
+  await t.step("a later delete cancels an earlier upsert within one generation, and vice versa", () => {
+    const a = new DiffAssembler("d", 10);
+    assertEquals(a.add({ generation: 3, upserts: [r], deletes: [], last: false }), undefined);
+    assertEquals(a.add({ generation: 3, upserts: [], deletes: [r.key, "gone"], last: true }), {
+      generation: 3,
+      diff: { upserts: [], deletes: ["gone", r.key] },
+    });
+    assertEquals(a.lastGeneration, 3);
+  });
+});
+
+Deno.test("checkMaxMessageBytes", async (t) => {
+  for (const v of [1024, 4 * 1024 * 1024]) {
+    await t.step(`accepts ${v}`, () => assertEquals(checkMaxMessageBytes(v), v));
+  }
+  for (const v of [0, 100, 1.5, 2 ** 31]) {
+    await t.step(`refuses ${v}`, () => void assertThrows(() => checkMaxMessageBytes(v), InvalidInputError));
+  }
+});
