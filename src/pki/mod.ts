@@ -36,3 +36,13 @@ export {
   verifyChain,
   type VerifyOptions,
 } from "./verify.ts";
+export {
+  type CertificateInfo,
+  daysLeft,
+  describeCertificate,
+  lifetimeFraction,
+  type LifetimeStatus,
+  lifetimeStatus,
+  renderCertificateText,
+  RENEW_AT_FRACTION,
+} from "./describe.ts";
