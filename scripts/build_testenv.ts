@@ -58,11 +58,14 @@ export function ldflags(version: string): string {
 }
 
 /** Finds the go command; throws {@link GoMissingError} when there is none. */
-export async function findGo(env: { GO?: string; PATH?: string }): Promise<string> {
+export async function findGo(
+  env: { GO?: string; PATH?: string },
+  defaults: string[] = ["/usr/local/go/bin/go"],
+): Promise<string> {
   const candidates = [
     ...(env.GO ? [env.GO] : []),
     ...(env.PATH ?? "").split(":").filter((d) => d).map((d) => `${d}/go`),
-    "/usr/local/go/bin/go",
+    ...defaults,
   ];
   for (const c of candidates) {
     try {
