@@ -285,3 +285,19 @@ async function createdDirs(dir: string): Promise<string | undefined> {
   if (top) await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   return top;
 }
+
+/**
+ * Checks, before any material is generated, that a single output file (`--out` of `--format yaml|json`,
+ * `--root-key-out`) can be created: its folder exists and is writable, and it does not exist unless `force`.
+ */
+export async function preflightFile(path: string, force: boolean, what: string): Promise<void> {
+  const info = await statOrUndefined(path).catch(() => {
+    throw new InvalidInputError(`${what} ${path}: a parent is not a directory`);
+  });
+  if (info?.isDirectory) throw new InvalidInputError(`${what} ${path} is a directory, expected a file path`);
+  if (info && !force) throw new AlreadyExistsError(`${path} already exists (use --force to replace)`);
+  const dir = dirname(path);
+  const d = await statOrUndefined(dir).catch(() => undefined);
+  if (!d?.isDirectory) throw new InvalidInputError(`${what} ${path}: ${dir} is not an existing directory`);
+  await probeWritable(dir, what, path);
+}
