@@ -107,7 +107,7 @@ export function readExtKeyUsage(holder: HasExtensions): { oids: string[]; critic
   const ext = only(holder, OID.extKeyUsage, "extKeyUsage");
   if (!ext) return undefined;
   return decode("extKeyUsage", () => ({
-    oids: new ExtendedKeyUsageExtension(ext.rawData).usages.map(String),
+    oids: Array.from(new ExtendedKeyUsageExtension(ext.rawData).usages, String),
     critical: ext.critical,
   }));
 }

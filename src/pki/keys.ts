@@ -8,7 +8,7 @@
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
 import { InvalidInputError } from "../errors.ts";
-import { derToPem, findPemBlocks } from "./pem.ts";
+import { decodeBase64, derToPem, findPemBlocks } from "./pem.ts";
 
 /** The key types meshrelay issues with. */
 export type KeyAlgorithm = "ecdsa-p256" | "ecdsa-p384" | "rsa-2048" | "rsa-3072" | "rsa-4096" | "ed25519";
@@ -178,11 +178,48 @@ export async function importPrivateKey(
       passphrase: encrypted ? opts.passphrase : undefined,
     });
   } catch (e) {
-    throw new InvalidInputError(`${what}: ${describeDecodeFailure(e, encrypted, block.label)}`, { cause: e });
+    const explicit = block.label === "EC PRIVATE KEY" && !encrypted && sec1HasExplicitCurve(block.body);
+    const reason = explicit ? EXPLICIT_CURVE : describeDecodeFailure(e, encrypted, block.label);
+    throw new InvalidInputError(`${what}: ${reason}`, { cause: e });
   }
   const cls = classifyKeyObject(keyObject);
   if ("problem" in cls) throw new InvalidInputError(`${what}: ${cls.problem}`);
   return await keyPairFromKeyObject(keyObject, cls.algorithm, what);
+}
+
+const EXPLICIT_CURVE =
+  "EC keys with explicit curve parameters are not supported (use a named curve: P-256 or P-384)";
+
+/**
+ * True when a SEC1 ECPrivateKey carries explicit ECParameters (a SEQUENCE) instead of a curve OID in its
+ * [0] field; node:crypto only says "invalid SEC1 private key" for those.
+ */
+function sec1HasExplicitCurve(body: string): boolean {
+  const der = decodeBase64(body);
+  if (!der) return false;
+  // SEQUENCE { INTEGER version, OCTET STRING privateKey, [0] parameters, ... }
+  let i = 0;
+  const header = (): { tag: number; len: number } | undefined => {
+    if (i + 2 > der.length) return undefined;
+    const tag = der[i++];
+    let len = der[i++];
+    if (len & 0x80) {
+      const n = len & 0x7f;
+      if (n > 3 || i + n > der.length) return undefined;
+      len = 0;
+      for (let k = 0; k < n; k++) len = (len << 8) | der[i++];
+    }
+    return { tag, len };
+  };
+  const seq = header();
+  if (!seq || seq.tag !== 0x30) return false;
+  for (const want of [0x02, 0x04]) {
+    const h = header();
+    if (!h || h.tag !== want) return false;
+    i += h.len;
+  }
+  const params = header();
+  return params?.tag === 0xa0 && der[i] === 0x30;
 }
 
 function describeDecodeFailure(e: unknown, encrypted: boolean, label: string): string {
@@ -191,9 +228,7 @@ function describeDecodeFailure(e: unknown, encrypted: boolean, label: string): s
   if (encrypted && /unsupported/i.test(msg)) {
     return "cannot decrypt this key (unsupported encryption; re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc`)";
   }
-  if (/named curve|explicit/i.test(msg)) {
-    return "EC keys with explicit curve parameters are not supported (use a named curve: P-256 or P-384)";
-  }
+  if (/named curve|explicit/i.test(msg)) return EXPLICIT_CURVE;
   if (label === "DSA PRIVATE KEY") return "DSA keys are not supported";
   return `cannot decode the ${label} block (corrupt or unsupported key)`;
 }
