@@ -1,0 +1,266 @@
+/**
+ * The `Identity` service: Bootstrap exchanges a bootstrap token for a client certificate, Renew issues a
+ * fresh one to a caller that proves itself with its current certificate. The agent's private key never
+ * travels: both take a CSR, whose SAN must be the cluster (pki `signCsr` with `expectDnsNames`).
+ *
+ * Bootstrap order, and why: cheap refusals first (rate limit, request shape, signing CA present,
+ * cluster registered, token valid), then signing, and only then is a per-cluster token consumed (a
+ * compare-and-swap): a bad CSR does not burn a single-use token, and of two concurrent uses only the one
+ * whose consumption wins gets its certificate back.
+ *
+ * Unregistered clusters cannot bootstrap, not even with the shared token: the shared token lets its
+ * holder name any cluster (the seeds' known weakness), so the registry (`KubernetesCluster` documents,
+ * written by whoever registers the cluster) is what bounds the names it can obtain certificates for.
+ * @module
+ */
+import type * as grpc from "@grpc/grpc-js";
+import type { Clock } from "../clock.ts";
+import {
+  AuthenticationError,
+  GrpcStatus,
+  grpcStatusOf,
+  InvalidInputError,
+  MeshrelayError,
+  PermissionDeniedError,
+  PreconditionError,
+} from "../errors.ts";
+import type { Logger } from "../log.ts";
+import {
+  certificatesToPem,
+  certificateToPem,
+  type Issuer,
+  signCsr,
+  type X509Certificate,
+} from "../pki/mod.ts";
+import type { BootstrapRequest, CertificateResponse, IdentityServer, RenewRequest } from "../proto/mod.ts";
+import type { SecretStore } from "../store/mod.ts";
+import type { MetricsRegistry } from "./metrics.ts";
+import type { IdentifiableCall, Identify } from "./peer_identity.ts";
+import { type FailureLimiter, peerAddress } from "./rate_limit.ts";
+import type { RevocationList } from "./revocation.ts";
+import { loadSigningIssuer } from "./server_material.ts";
+import { ROOT_TLS_SECRET, SIGNING_TLS_SECRET } from "./server_tls.ts";
+import { type TokenAuthority, validateClusterName } from "./tokens.ts";
+
+/** Default client certificate lifetime: one year, as in the seeds. */
+export const DEFAULT_CLIENT_CERT_TTL_MS = 365 * 86_400_000;
+/** Largest CSR accepted (PEM characters); a P-256 or RSA-4096 CSR is far below. */
+const MAX_CSR_CHARS = 16 * 1024;
+
+/** Options of {@linkcode IdentityHandlers}. */
+export interface IdentityServiceOptions {
+  store: SecretStore;
+  tokens: TokenAuthority;
+  clock: Clock;
+  log: Logger;
+  limiter: FailureLimiter;
+  isRegistered: (cluster: string) => boolean;
+  /** mTLS identity for Renew; absent in simple-TLS and insecure modes (Renew is then refused). */
+  identifyCertificate?: Identify;
+  /** False in simple-TLS and insecure modes: there are no client certificates to issue. */
+  issuesCertificates: boolean;
+  revocations?: RevocationList;
+  metrics?: MetricsRegistry;
+  clientCertTtlMs?: number;
+  signingSecret?: string;
+  rootSecret?: string;
+}
+
+/** The Bootstrap and Renew logic, independent of grpc-js plumbing. */
+export class IdentityHandlers {
+  #o: IdentityServiceOptions & { clientCertTtlMs: number; signingSecret: string; rootSecret: string };
+  #log: Logger;
+  #signing?: { version: string; issuer: Issuer; rootPem: string; rootVersion: string };
+  #failures?: ReturnType<MetricsRegistry["counter"]>;
+  #issued?: ReturnType<MetricsRegistry["counter"]>;
+
+  constructor(opts: IdentityServiceOptions) {
+    this.#o = {
+      clientCertTtlMs: DEFAULT_CLIENT_CERT_TTL_MS,
+      signingSecret: SIGNING_TLS_SECRET,
+      rootSecret: ROOT_TLS_SECRET,
+      ...opts,
+    };
+    if (!(this.#o.clientCertTtlMs > 0)) {
+      throw new InvalidInputError("client certificate TTL must be positive");
+    }
+    this.#log = opts.log.child({ component: "identity-service" });
+    this.#failures = opts.metrics?.counter(
+      "meshrelay_bootstrap_failures_total",
+      "Refused Bootstrap and Renew calls, by reason.",
+    );
+    this.#issued = opts.metrics?.counter(
+      "meshrelay_client_certificates_issued_total",
+      "Client certificates issued, by RPC (bootstrap or renew).",
+    );
+  }
+
+  /** The signing CA and trust anchors, re-read when their secrets change. */
+  async #issuer(now: Date): Promise<{ issuer: Issuer; rootPem: string }> {
+    if (!this.#o.issuesCertificates) {
+      throw new PreconditionError(
+        "this relay server does not issue client certificates in its security mode",
+      );
+    }
+    const rootSecret = await this.#o.store.get(this.#o.rootSecret);
+    const signingSecret = await this.#o.store.get(this.#o.signingSecret);
+    if (!signingSecret) {
+      throw new PreconditionError(
+        "this relay server has no signing CA (bring-your-own client certificates, --disable-ca): " +
+          "give the agent a client certificate instead of a bootstrap token",
+      );
+    }
+    const cached = this.#signing;
+    if (
+      cached && cached.version === signingSecret.version && cached.rootVersion === (rootSecret?.version ?? "")
+    ) {
+      return cached;
+    }
+    const loaded = await loadSigningIssuer(this.#o.store, { now, name: this.#o.signingSecret });
+    if (!loaded) throw new PreconditionError(`secret ${this.#o.signingSecret} must hold tls.crt and tls.key`);
+    const rootBytes = rootSecret?.data["ca.crt"];
+    const rootPem = rootBytes?.length
+      ? new TextDecoder().decode(rootBytes)
+      : certificateToPem(topOf(loaded.issuer));
+    this.#signing = { ...loaded, rootPem, rootVersion: rootSecret?.version ?? "" };
+    return this.#signing;
+  }
+
+  async #issue(
+    csrPem: string,
+    cluster: string,
+    now: Date,
+  ): Promise<{ cert: X509Certificate; response: CertificateResponse }> {
+    const { issuer, rootPem } = await this.#issuer(now);
+    const cert = await signCsr(csrPem, {
+      issuer,
+      profile: "client",
+      expectDnsNames: [cluster],
+      now,
+      validityMs: this.#o.clientCertTtlMs,
+    });
+    const chain = [issuer.certificate, ...(issuer.chain ?? [])].filter((c) => c.subject !== c.issuer);
+    return {
+      cert,
+      response: {
+        certificatePem: certificateToPem(cert),
+        chainPem: certificatesToPem(chain),
+        caPem: rootPem,
+        notAfterUnixMs: cert.notAfter.getTime(),
+      },
+    };
+  }
+
+  #fail(peer: string, now: Date, rpc: string, e: unknown): never {
+    const reason = e instanceof MeshrelayError ? e.code : "internal";
+    this.#failures?.inc({ rpc, reason });
+    if (reason !== "resource_exhausted" && reason !== "failed_precondition" && reason !== "internal") {
+      this.#o.limiter.fail(peer, now);
+    }
+    this.#log.warn(`${rpc} refused`, {
+      peer,
+      reason,
+      error: e instanceof MeshrelayError ? e.message : "internal",
+    });
+    throw e;
+  }
+
+  /** Bootstrap: token + cluster + CSR → certificate (see the module comment for the order). */
+  async bootstrap(
+    req: BootstrapRequest,
+    call: Pick<IdentifiableCall, "getPeer">,
+  ): Promise<CertificateResponse> {
+    const now = this.#o.clock.now();
+    const peer = peerAddress(call.getPeer());
+    try {
+      this.#o.limiter.check(peer, now);
+      const cluster = req.cluster ?? "";
+      validateClusterName(cluster);
+      checkCsrSize(req.csrPem);
+      if (!req.token) throw new AuthenticationError("Bootstrap needs a bootstrap token");
+      await this.#issuer(now);
+      if (!this.#o.isRegistered(cluster)) {
+        throw new PermissionDeniedError(
+          `cluster "${cluster}" is not registered (declare a KubernetesCluster named "${cluster}" first)`,
+        );
+      }
+      const grant = await this.#o.tokens.check(req.token, cluster, { now, consume: false });
+      const { cert, response } = await this.#issue(req.csrPem, cluster, now);
+      if (grant.kind === "cluster") await this.#o.tokens.check(req.token, cluster, { now, consume: true });
+      await this.#o.revocations?.allowReissued(cluster, cert.serialNumber, cert.notBefore);
+      this.#issued?.inc({ rpc: "bootstrap" });
+      this.#log.info("issued client certificate", {
+        rpc: "bootstrap",
+        cluster,
+        serial: cert.serialNumber.toLowerCase(),
+        notAfter: cert.notAfter.toISOString(),
+        token: grant.kind,
+        ...(grant.tokenId ? { tokenId: grant.tokenId } : {}),
+      });
+      return response;
+    } catch (e) {
+      this.#fail(peer, now, "bootstrap", e);
+    }
+  }
+
+  /** Renew: the caller's verified certificate names the cluster; the new CSR must name the same. */
+  async renew(req: RenewRequest, call: IdentifiableCall): Promise<CertificateResponse> {
+    const now = this.#o.clock.now();
+    const peer = peerAddress(call.getPeer());
+    try {
+      this.#o.limiter.check(peer, now);
+      if (!this.#o.identifyCertificate) {
+        throw new PreconditionError("Renew needs mTLS; this relay server runs without client certificates");
+      }
+      checkCsrSize(req.csrPem);
+      const id = await this.#o.identifyCertificate(call);
+      const { cert, response } = await this.#issue(req.csrPem, id.cluster, now);
+      await this.#o.revocations?.allowReissued(id.cluster, cert.serialNumber, cert.notBefore);
+      this.#issued?.inc({ rpc: "renew" });
+      this.#log.info("issued client certificate", {
+        rpc: "renew",
+        cluster: id.cluster,
+        serial: cert.serialNumber.toLowerCase(),
+        previousSerial: id.serial,
+        notAfter: cert.notAfter.toISOString(),
+      });
+      return response;
+    } catch (e) {
+      this.#fail(peer, now, "renew", e);
+    }
+  }
+}
+
+function checkCsrSize(csrPem: string | undefined): void {
+  if (!csrPem) throw new InvalidInputError("a certificate signing request (csr_pem) is required");
+  if (csrPem.length > MAX_CSR_CHARS) {
+    throw new InvalidInputError("the certificate signing request is too large");
+  }
+}
+
+function topOf(issuer: Issuer): X509Certificate {
+  const all = [issuer.certificate, ...(issuer.chain ?? [])];
+  return all[all.length - 1];
+}
+
+/** A grpc-js status for `e`: our errors carry their message, anything else is a bare INTERNAL. */
+export function toServiceError(e: unknown): Partial<grpc.ServiceError> {
+  if (e instanceof MeshrelayError) return { code: grpcStatusOf(e), details: e.message, message: e.message };
+  return { code: GrpcStatus.INTERNAL, details: "internal error", message: "internal error" };
+}
+
+/** The grpc-js implementation of `Identity` over {@linkcode IdentityHandlers}. */
+export function identityServiceImpl(h: IdentityHandlers, log: Logger): IdentityServer {
+  const done = <T>(p: Promise<T>, cb: grpc.sendUnaryData<T>) => {
+    p.then((r) => cb(null, r), (e) => {
+      if (!(e instanceof MeshrelayError)) {
+        log.error("identity call failed unexpectedly", { error: e instanceof Error ? e.message : String(e) });
+      }
+      cb(toServiceError(e));
+    });
+  };
+  return {
+    bootstrap: (call, cb) => done(h.bootstrap(call.request, call), cb),
+    renew: (call, cb) => done(h.renew(call.request, call), cb),
+  };
+}
