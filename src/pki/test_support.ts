@@ -122,6 +122,8 @@ export interface RawCertOptions {
   /** keyUsage bits; null → no keyUsage extension. Default: CA → keyCertSign|cRLSign, else digitalSignature. */
   keyUsage?: number | null;
   extraExtensions?: Extension[];
+  /** Leave out SKI and AKI (as some foreign CAs do). */
+  noKeyIds?: boolean;
   /** Leave out basicConstraints entirely. */
   noBasicConstraints?: boolean;
   signingAlgorithm?: Algorithm | EcdsaParams;
@@ -137,8 +139,12 @@ export async function rawCert(o: RawCertOptions): Promise<X509Certificate> {
     ? (o.ca ? KeyUsage.keyCertSign | KeyUsage.cRLSign : KeyUsage.digitalSignature)
     : o.keyUsage;
   if (ku !== null) ext.push(new KeyUsagesExtension(ku, true));
-  ext.push(new SubjectKeyIdentifierExtension(await keyIdOf(spki)));
-  ext.push(new AuthorityKeyIdentifierExtension(await keyIdOf(o.issuerCert?.publicKey.rawData ?? signerSpki)));
+  if (!o.noKeyIds) {
+    ext.push(new SubjectKeyIdentifierExtension(await keyIdOf(spki)));
+    ext.push(
+      new AuthorityKeyIdentifierExtension(await keyIdOf(o.issuerCert?.publicKey.rawData ?? signerSpki)),
+    );
+  }
   ext.push(...(o.extraExtensions ?? []));
   return await X509CertificateGenerator.create({
     subject: o.subject,
