@@ -5,10 +5,14 @@
  * `expectedVersion: null`, so two servers starting at once never overwrite each other: the loser
  * re-reads and uses the winner's material.
  *
- * Secrets and keys are the seeds': `relay-root-tls-secret` (`ca.crt`, plus `tls.crt`/`tls.key` on the
- * management side, "the root certificate and private key are stored in relay-root-tls-secret"),
- * `relay-tls-signing-secret` (`tls.crt`, `tls.key`, `ca.crt`), `relay-server-tls-secret` (`tls.crt`,
- * `tls.key`, `ca.crt`), `relay-identity-token-secret` (`token`).
+ * Secrets and keys are the seeds': `relay-root-tls-secret` (`ca.crt`), `relay-tls-signing-secret`
+ * (`tls.crt`, `tls.key`, `ca.crt`), `relay-server-tls-secret` (`tls.crt`, `tls.key`, `ca.crt`),
+ * `relay-identity-token-secret` (`token`). The generated root's key goes to its own secret,
+ * `relay-root-ca-key-secret` (`tls.crt`, `tls.key`), not into `relay-root-tls-secret`: that one is
+ * copied to every workload cluster, and copying it whole must never carry the root key. With the key
+ * kept, a later start can issue a missing server certificate from the same root (agents keep trusting
+ * it); delete that secret to keep the root key offline (as `certs init` does with `relay-root-ca.key`).
+ * The key secret is written first and acts as the lock between concurrent starts.
  * @module
  */
 import { ConflictError, PreconditionError } from "../errors.ts";
@@ -35,6 +39,9 @@ import {
 } from "./tokens.ts";
 
 const DAY = 86_400_000;
+
+/** Where the server keeps the key of a root CA it generated (management only). */
+export const ROOT_KEY_SECRET = "relay-root-ca-key-secret";
 
 /** Security modes of the relay. */
 export type SecurityMode = "insecure" | "tls" | "mtls";
@@ -117,6 +124,14 @@ export async function ensureServerMaterial(opts: ServerMaterialOptions): Promise
     const root = async (): Promise<Issuer> => {
       if (rootCache) return rootCache;
       const s = await store.get(o.rootSecret);
+      const k = await store.get(ROOT_KEY_SECRET);
+      const keyCrt = str(k, "tls.crt");
+      const keyPem = str(k, "tls.key");
+      if (!s && keyCrt && keyPem) {
+        // Another start got as far as the key (it is written first, as the lock): finish its work.
+        await put(o.rootSecret, { "ca.crt": keyCrt });
+        return rootCache = await loadIssuer(keyCrt, keyPem, { now, what: ROOT_KEY_SECRET });
+      }
       if (!s) {
         if (!o.generateCerts) {
           throw new PreconditionError(
@@ -133,24 +148,24 @@ export async function ensureServerMaterial(opts: ServerMaterialOptions): Promise
           validityMs: o.rootValidityMs,
         });
         const pem = certificateToPem(cert);
-        if (
-          await put(o.rootSecret, { "ca.crt": pem, "tls.crt": pem, "tls.key": await privateKeyToPem(kp) })
-        ) {
+        if (await put(ROOT_KEY_SECRET, { "tls.crt": pem, "tls.key": await privateKeyToPem(kp) })) {
+          await put(o.rootSecret, { "ca.crt": pem });
           return rootCache = { certificate: cert, keyPair: kp };
         }
         return await root();
       }
-      const crt = str(s, "tls.crt") ?? str(s, "ca.crt");
-      const key = str(s, "tls.key");
-      if (!crt || !key) {
+      // Use the kept key only if it belongs to a root that relay-root-tls-secret still publishes.
+      const published = parseCertificates(str(s, "ca.crt") ?? "", `${o.rootSecret} ca.crt`);
+      const kept = keyCrt ? parseCertificates(keyCrt, ROOT_KEY_SECRET)[0] : undefined;
+      if (!kept || !keyPem || !published.some((c) => c.toString("base64") === kept.toString("base64"))) {
         throw new PreconditionError(
-          `cannot create missing certificates: secret ${o.rootSecret} has no root CA key (tls.key); ` +
-            `provide ${o.serverSecret}${
+          `cannot create missing certificates: the key of the root CA in ${o.rootSecret} is not available ` +
+            `(secret ${ROOT_KEY_SECRET}); provide ${o.serverSecret}${
               o.mode === "mtls" && !o.disableCa ? ` and ${o.signingSecret}` : ""
             } yourself`,
         );
       }
-      return rootCache = await loadIssuer(crt, key, { now, what: o.rootSecret });
+      return rootCache = await loadIssuer(keyCrt!, keyPem, { now, what: ROOT_KEY_SECRET });
     };
 
     if (o.mode === "mtls" && !o.disableCa && !(await store.get(o.signingSecret))) {

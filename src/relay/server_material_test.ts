@@ -23,13 +23,19 @@ Deno.test("ensureServerMaterial creates what each mode needs", async (t) => {
     {
       name: "tls",
       opts: { mode: "tls" },
-      want: ["relay-root-tls-secret", "relay-server-tls-secret", "relay-identity-token-secret"],
+      want: [
+        "relay-root-ca-key-secret",
+        "relay-root-tls-secret",
+        "relay-server-tls-secret",
+        "relay-identity-token-secret",
+      ],
       canIssue: false,
     },
     {
       name: "mtls",
       opts: {},
       want: [
+        "relay-root-ca-key-secret",
         "relay-root-tls-secret",
         "relay-tls-signing-secret",
         "relay-server-tls-secret",
@@ -40,7 +46,7 @@ Deno.test("ensureServerMaterial creates what each mode needs", async (t) => {
     {
       name: "mtls, no CA, no token (bring-your-own client certs)",
       opts: { disableCa: true, generateToken: false },
-      want: ["relay-root-tls-secret", "relay-server-tls-secret"],
+      want: ["relay-root-ca-key-secret", "relay-root-tls-secret", "relay-server-tls-secret"],
       canIssue: false,
     },
   ];
@@ -76,7 +82,7 @@ Deno.test("ensureServerMaterial leaves existing material alone and is idempotent
 Deno.test("ensureServerMaterial: concurrent starts agree on one set of material", async () => {
   const store = new MemorySecretStore();
   const [a, b] = await Promise.all([ensureServerMaterial(base(store)), ensureServerMaterial(base(store))]);
-  assertEquals([...a.created, ...b.created].filter((n) => n === "relay-root-tls-secret").length, 1);
+  assertEquals([...a.created, ...b.created].filter((n) => n === "relay-root-ca-key-secret").length, 1);
   assert(a.canIssue && b.canIssue);
 });
 
@@ -98,7 +104,7 @@ Deno.test("ensureServerMaterial refuses to invent what it may not", async (t) =>
       () => ensureServerMaterial({ ...base(store), mode: "tls" }),
       PreconditionError,
     );
-    assert(e.message.includes("no root CA key"), e.message);
+    assert(e.message.includes("key of the root CA"), e.message);
   });
 });
 

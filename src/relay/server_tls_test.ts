@@ -115,7 +115,7 @@ Deno.test("simple TLS credentials: no client certificate is requested", async ()
 });
 
 async function newServerCert(pki: Awaited<ReturnType<typeof makeTestPki>>) {
-  const rootSecret = (await pki.store.get("relay-root-tls-secret"))!;
+  const rootSecret = (await pki.store.get("relay-root-ca-key-secret"))!;
   const { loadIssuer } = await import("../pki/mod.ts");
   const dec = new TextDecoder();
   const root = await loadIssuer(
