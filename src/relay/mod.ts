@@ -37,3 +37,19 @@ export {
   toResource,
   welcomeMessages,
 } from "./wire.ts";
+export { type ClusterStatus, RelayHub, type RelayHubOptions, type SyncSession } from "./relay_hub.ts";
+export {
+  createSyncHandler,
+  type Identify,
+  relayServiceImpl,
+  type SyncServiceOptions,
+} from "./sync_service.ts";
+export {
+  type SessionEnd,
+  SyncAgent,
+  type SyncAgentOptions,
+  type SyncAgentState,
+  type SyncAgentStats,
+  type SyncDialer,
+  type SyncStreamHandle,
+} from "./sync_agent.ts";
