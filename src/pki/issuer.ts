@@ -33,28 +33,32 @@ export async function keyMatchesCertificate(keyPair: KeyPair, cert: X509Certific
 /**
  * Checks the issuer is a CA allowed to sign (basicConstraints CA:true, keyCertSign when keyUsage is present),
  * that the key matches the certificate, and that it is valid at `now`; throws InvalidInputError naming `what`
- * otherwise. Certificates after the first in `certPem` become the issuer's `chain`.
+ * otherwise. Certificates after the first in `certPem` become the issuer's `chain`. Errors about the certificate
+ * are prefixed `certWhat` (default "<what> certificate"), about the key `keyWhat` (default "<what> key"), e.g.
+ * "--ca-cert" and "--ca-key".
  */
 export async function loadIssuer(
   certPem: string,
   keyPem: string,
-  opts: { now: Date; passphrase?: string; what?: string },
+  opts: { now: Date; passphrase?: string; what?: string; certWhat?: string; keyWhat?: string },
 ): Promise<Issuer> {
   const what = opts.what ?? "issuer";
-  const [certificate, ...chain] = parseCertificates(certPem, `${what} certificate`);
+  const certWhat = opts.certWhat ?? `${what} certificate`;
+  const [certificate, ...chain] = parseCertificates(certPem, certWhat);
   const certKey = classifyPublicKey(certificate.publicKey.rawData);
-  if ("problem" in certKey) throw new InvalidInputError(`${what} certificate: ${certKey.problem}`);
-  checkIssuerCanSign(certificate, `${what} certificate`);
+  if ("problem" in certKey) throw new InvalidInputError(`${certWhat}: ${certKey.problem}`);
+  checkIssuerCanSign(certificate, certWhat);
   const now = opts.now.getTime();
   if (certificate.notAfter.getTime() < now) {
-    throw new InvalidInputError(`${what} certificate: expired on ${certificate.notAfter.toISOString()}`);
+    throw new InvalidInputError(`${certWhat}: expired on ${certificate.notAfter.toISOString()}`);
   }
   if (certificate.notBefore.getTime() > now) {
-    throw new InvalidInputError(
-      `${what} certificate: not valid before ${certificate.notBefore.toISOString()}`,
-    );
+    throw new InvalidInputError(`${certWhat}: not valid before ${certificate.notBefore.toISOString()}`);
   }
-  const keyPair = await importPrivateKey(keyPem, { passphrase: opts.passphrase, what: `${what} key` });
+  const keyPair = await importPrivateKey(keyPem, {
+    passphrase: opts.passphrase,
+    what: opts.keyWhat ?? `${what} key`,
+  });
   if (!(await keyMatchesCertificate(keyPair, certificate))) {
     throw new InvalidInputError(`${what}: the key does not belong to the certificate`);
   }

@@ -19,6 +19,30 @@ Deno.test("loadIssuer accepts a CA with its key and keeps the chain above it", a
     assertEquals(iss.chain?.map((c) => c.subject), [root.certificate.subject]);
     assertEquals(iss.keyPair.algorithm, "ed25519");
   });
+  await t.step("certWhat/keyWhat name the flags", async () => {
+    const leafKeyPem = await privateKeyToPem(await generateKeyPair());
+    const e1 = await assertRejects(
+      () =>
+        loadIssuer(certificateToPem(root.certificate), certificateToPem(root.certificate), {
+          now: NOW,
+          certWhat: "--ca-cert",
+          keyWhat: "--ca-key",
+        }),
+      InvalidInputError,
+    );
+    assert(e1.message.startsWith("--ca-key: contains a certificate"), e1.message);
+    const e2 = await assertRejects(
+      () =>
+        loadIssuer(certificateToPem(root.certificate), leafKeyPem, {
+          now: NOW,
+          what: "--ca",
+          certWhat: "--ca-cert",
+          keyWhat: "--ca-key",
+        }),
+      InvalidInputError,
+    );
+    assertStringIncludes(e2.message, "does not belong");
+  });
   await t.step("encrypted key with passphrase", async () => {
     await withTempDir(async (dir) => {
       await Deno.writeTextFile(`${dir}/k.pem`, await privateKeyToPem(root.keyPair));
