@@ -353,11 +353,13 @@ Reference: docs/certs.md.`,
   ).action(async (opts) => {
     const now = deps.clock.now();
     const progress = progressFor(deps, opts);
-    const ca = await caFrom(deps, opts, now);
-    const keepInDir = !ca && !opts.discardRootKey && !opts.rootKeyOut && opts.format === "dir";
-    const rootKeyOut: string | undefined = !ca && !opts.discardRootKey ? opts.rootKeyOut : undefined;
+    // Output checks first: a refusal must come before any passphrase prompt or key generation.
+    const byo = opts.caCert !== undefined || opts.caKey !== undefined;
+    const keepInDir = !byo && !opts.discardRootKey && !opts.rootKeyOut && opts.format === "dir";
+    const rootKeyOut: string | undefined = !byo && !opts.discardRootKey ? opts.rootKeyOut : undefined;
     await preflight(opts, initTargets(keepInDir));
     if (rootKeyOut) await preflightFile(rootKeyOut, opts.force === true, "--root-key-out");
+    const ca = await caFrom(deps, opts, now);
     const result = await buildRelayPki({
       namespace: opts.namespace,
       serverDnsNames: opts.serverDns ?? (opts.serverIp ? [] : defaultServerDnsNames(opts.namespace)),

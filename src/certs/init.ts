@@ -6,6 +6,7 @@
  */
 import { InvalidInputError } from "../errors.ts";
 import {
+  describeCertificate,
   generateKeyPair,
   isCa,
   issueCertificate,
@@ -131,6 +132,11 @@ export async function buildRelayPki(opts: InitOptions): Promise<InitResult> {
     parent = { certificate: root, keyPair: rootKey, chain: [] };
   }
   if (!isCa(parent.certificate)) throw new InvalidInputError("--ca-cert is not a CA certificate");
+  if (opts.ca && (await describeCertificate(parent.certificate)).pathLength === 0) {
+    throw new InvalidInputError(
+      "--ca-cert has pathLen 0: it cannot sign the relay signing CA (use it as --signing-cert of certs agent/server)",
+    );
+  }
   const signingKey = await keyPair(progress, "signing CA", opts.keyAlgorithm);
   const signingCert = await progress.step("signing CA certificate", () =>
     issueCertificate({
