@@ -103,6 +103,7 @@ export class RelayHub {
   #records = new Map<string, ClusterRecord>();
   #sessions = new Map<string, SyncSession>();
   #loaded = false;
+  #recomputing = false;
   #serving = false;
   #dirty = false;
   #configDirty = false;
@@ -147,6 +148,11 @@ export class RelayHub {
   /** The declared config was loaded and every desired state computed once. */
   get ready(): boolean {
     return this.#loaded;
+  }
+
+  /** No recomputation is pending or running: every change seen so far is in the desired states. */
+  get idle(): boolean {
+    return !this.#dirty && !this.#recomputing;
   }
 
   /** Desired states are being served (warm-up over). */
@@ -451,6 +457,15 @@ export class RelayHub {
   }
 
   async #recompute(reloadConfig: boolean, signal?: AbortSignal): Promise<void> {
+    this.#recomputing = true;
+    try {
+      await this.#recomputeInner(reloadConfig, signal);
+    } finally {
+      this.#recomputing = false;
+    }
+  }
+
+  async #recomputeInner(reloadConfig: boolean, signal?: AbortSignal): Promise<void> {
     const started = this.#opts.clock.now().getTime();
     if (reloadConfig) {
       const docs = await this.#opts.config.list(signal);

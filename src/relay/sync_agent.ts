@@ -57,6 +57,8 @@ export interface SyncStreamHandle {
  * certificate (after a rotation) or reuse one. It may throw: that counts as a failed attempt.
  */
 export type SyncDialer = (signal: AbortSignal) => SyncStreamHandle | Promise<SyncStreamHandle>;
+// The factory must hand the stream over right after creating it (no await in between): the agent
+// attaches its 'error' listener at once, and an 'error' without a listener would be uncaught.
 
 /** How a session ended. */
 export interface SessionEnd {
@@ -317,6 +319,13 @@ export class SyncAgent {
       await new Promise<void>((r) => this.#discoveryWaiters.push(r));
       if (signal.aborted) return { code: GrpcStatus.OK, message: "stopped", synced: false, nextDelayMs: 0 };
     }
+    // Read before dialing: the stream must get its listeners before we wait for anything.
+    const held = this.#o.applier.held
+      ? await this.#o.applier.held(signal).catch((e) => {
+        this.#log.warn("reading what the applier holds failed; asking for everything", { error: errText(e) });
+        return new Map<ObjectKey, VersionedObject>();
+      })
+      : new Map<ObjectKey, VersionedObject>();
     const attempt = new AbortController();
     const onAbort = () => attempt.abort();
     signal.addEventListener("abort", onAbort, { once: true });
@@ -332,12 +341,6 @@ export class SyncAgent {
         nextDelayMs: 0,
       };
     }
-    const held = this.#o.applier.held
-      ? await this.#o.applier.held(signal).catch((e) => {
-        this.#log.warn("reading what the applier holds failed; asking for everything", { error: errText(e) });
-        return new Map<ObjectKey, VersionedObject>();
-      })
-      : new Map<ObjectKey, VersionedObject>();
     const s: SessionState = {
       stream: handle.stream,
       closed: false,
