@@ -119,6 +119,7 @@ export class AgentIdentity {
   #lastVersion?: string;
   #renewAt?: { serial: string; at: Date };
   #external = false;
+  #refused?: string;
   #status: IdentityStatus = { state: "starting" };
   #listeners = new Set<(c: ClientCredentials) => void>();
   #backoff: Backoff;
@@ -165,8 +166,19 @@ export class AgentIdentity {
     return () => this.#listeners.delete(fn);
   }
 
-  /** Wakes the loop now (e.g. the server refused our certificate: check and re-bootstrap if needed). */
+  /** Wakes the loop now (e.g. to re-check the secret). */
   poke(): void {
+    this.#wake?.();
+  }
+
+  /**
+   * The server refused our certificate on a session (revoked, CA changed): the loop tries one Bootstrap
+   * with the token, if there is one. One-shot, so a refusal for another reason (cluster not registered
+   * yet) does not keep burning tokens while the current certificate may still work later.
+   */
+  markRefused(reason: string): void {
+    if (!this.#current) return;
+    this.#refused = reason;
     this.#wake?.();
   }
 
@@ -392,6 +404,24 @@ export class AgentIdentity {
       this.#backoff.reset();
       this.#setStatus({ state: "ready", serial: creds.serial, notAfter: creds.notAfter });
       return 0;
+    }
+    const refused = this.#refused;
+    this.#refused = undefined;
+    if (refused) {
+      if (await this.#o.token()) {
+        this.#log.warn("the server refused our client certificate; bootstrapping again", { reason: refused });
+        const creds = await this.bootstrap(signal);
+        this.#setStatus({ state: "ready", serial: creds.serial, notAfter: creds.notAfter });
+        return 0;
+      }
+      this.#setStatus({
+        state: "waiting_for_credentials",
+        message: `the server refused our client certificate (${refused}) and there is no bootstrap token; ` +
+          "provide a token or a new client certificate",
+        serial: cur.serial,
+        notAfter: cur.notAfter,
+      });
+      return this.#o.pollMs ?? 60_000;
     }
     const at = this.renewalTime(cur);
     if (this.#external || now.getTime() < at.getTime()) {

@@ -38,7 +38,7 @@ import type { MetricsRegistry } from "./metrics.ts";
 import type { IdentifiableCall, Identify } from "./peer_identity.ts";
 import { type FailureLimiter, peerAddress } from "./rate_limit.ts";
 import type { RevocationList } from "./revocation.ts";
-import { loadSigningIssuer } from "./server_material.ts";
+import { definedOnly, loadSigningIssuer } from "./server_material.ts";
 import { ROOT_TLS_SECRET, SIGNING_TLS_SECRET } from "./server_tls.ts";
 import { type TokenAuthority, validateClusterName } from "./tokens.ts";
 
@@ -79,7 +79,7 @@ export class IdentityHandlers {
       clientCertTtlMs: DEFAULT_CLIENT_CERT_TTL_MS,
       signingSecret: SIGNING_TLS_SECRET,
       rootSecret: ROOT_TLS_SECRET,
-      ...opts,
+      ...definedOnly(opts),
     };
     if (!(this.#o.clientCertTtlMs > 0)) {
       throw new InvalidInputError("client certificate TTL must be positive");

@@ -100,7 +100,7 @@ export async function ensureServerMaterial(opts: ServerMaterialOptions): Promise
     serverValidityMs: 365 * DAY,
     serverIpAddresses: [],
     randomBytes: cryptoRandomBytes,
-    ...opts,
+    ...definedOnly(opts),
   };
   const { store, log, now } = o;
   const created: string[] = [];
@@ -252,4 +252,9 @@ export async function loadSigningIssuer(
     issuer.chain = [...(issuer.chain ?? []), ...above];
   }
   return { issuer, version: s.version };
+}
+
+/** `opts` without its undefined entries, so spreading it over defaults keeps the defaults. */
+export function definedOnly<T extends object>(opts: T): T {
+  return Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as T;
 }

@@ -152,7 +152,7 @@ export class ServerTls {
       serverSecret: SERVER_TLS_SECRET,
       rootSecret: ROOT_TLS_SECRET,
       signingSecret: SIGNING_TLS_SECRET,
-      ...opts,
+      ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as ServerTlsOptions,
     };
     return new ServerTls(o, (await read(o))!);
   }

@@ -1,0 +1,244 @@
+/**
+ * The relay agent, composed: its identity (client certificate lifecycle, mTLS mode), the Sync session
+ * loop (discovery push, desired-state pull, apply), and optional HTTP endpoints. No flags or
+ * environment here: `src/agent.ts` builds the options.
+ *
+ * Every dial builds a channel with the credentials current at that moment, and a new certificate
+ * (renewed, bootstrapped, replaced in the secret) triggers an immediate reconnect, so the server always
+ * sees the newest certificate. A session refused with UNAUTHENTICATED / PERMISSION_DENIED tells the
+ * identity manager, which re-bootstraps once if it has a token.
+ * @module
+ */
+import type { Clock } from "../clock.ts";
+import { GrpcStatus, UnavailableError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { RelayClient } from "../proto/mod.ts";
+import type { Applier, DiscoverySource } from "../state/mod.ts";
+import type { SecretStore } from "../store/mod.ts";
+import { AgentIdentity } from "./agent_identity.ts";
+import type { BackoffOptions } from "./backoff.ts";
+import { channelFor, sessionMetadata } from "./client_credentials.ts";
+import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
+import { grpcIdentityTransport } from "./identity_transport.ts";
+import { MetricsRegistry } from "./metrics.ts";
+import { isExpired, type RotationOptions } from "./rotation.ts";
+import type { SecurityMode } from "./server_material.ts";
+import { SyncAgent, type SyncDialer } from "./sync_agent.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, grpcMessageOptions } from "./wire.ts";
+
+/** Options of {@linkcode RelayAgent.start}. */
+export interface RelayAgentOptions {
+  mode: SecurityMode;
+  cluster: string;
+  /** host:port of the relay server. */
+  serverAddress: string;
+  /** TLS server name (SNI passthrough ingress); the server certificate must match it. */
+  authority?: string;
+  /** The agent's own secrets (client certificate; possibly root CA and token). */
+  store: SecretStore;
+  /** Default `relay-client-tls-secret`. */
+  clientSecretName?: string;
+  /** Trust anchors for the server (TLS, mTLS); read when dialing. Undefined: the client secret's `ca.crt`. */
+  rootCaPem: () => Promise<string | undefined>;
+  /** Bootstrap token (mTLS bootstrap; every call in simple TLS; insecure if the server wants one). */
+  token: () => Promise<string | undefined>;
+  discovery: DiscoverySource;
+  applier: Applier;
+  clock: Clock;
+  random: () => number;
+  log: Logger;
+  metrics?: MetricsRegistry;
+  agentVersion: string;
+  rotation?: RotationOptions;
+  /** Secret re-read interval of the identity manager. Default 60,000 ms. */
+  identityPollMs?: number;
+  backoff?: BackoffOptions;
+  maxMessageBytes?: number;
+  /** HTTP endpoints (/metrics, /healthz, /readyz); null disables. */
+  metricsHost?: string;
+  metricsPort?: number | null;
+}
+
+/** A running agent. */
+export class RelayAgent {
+  readonly identity?: AgentIdentity;
+  readonly sync: SyncAgent;
+  readonly metrics: MetricsRegistry;
+  readonly metricsPort?: number;
+  #abort: AbortController;
+  #tasks: Promise<unknown>[];
+  #http?: HttpEndpoints;
+  #log: Logger;
+
+  private constructor(f: {
+    identity?: AgentIdentity;
+    sync: SyncAgent;
+    metrics: MetricsRegistry;
+    http?: HttpEndpoints;
+    abort: AbortController;
+    tasks: Promise<unknown>[];
+    log: Logger;
+  }) {
+    this.identity = f.identity;
+    this.sync = f.sync;
+    this.metrics = f.metrics;
+    this.metricsPort = f.http?.port;
+    this.#http = f.http;
+    this.#abort = f.abort;
+    this.#tasks = f.tasks;
+    this.#log = f.log;
+  }
+
+  /** Starts the loops; returns at once (connecting, bootstrapping and syncing go on in the background). */
+  static async start(o: RelayAgentOptions): Promise<RelayAgent> {
+    const log = o.log.child({ component: "relay-agent", cluster: o.cluster });
+    const metrics = o.metrics ?? new MetricsRegistry();
+    const abort = new AbortController();
+    const maxMessageBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const channelOptions = {
+      ...grpcMessageOptions(maxMessageBytes),
+      "grpc.keepalive_time_ms": 30_000,
+      "grpc.keepalive_timeout_ms": 10_000,
+    };
+    if (o.mode === "insecure") {
+      log.warn("INSECURE MODE: plaintext gRPC to the relay server; the server is not authenticated");
+    }
+
+    let identity: AgentIdentity | undefined;
+    const rootFor = async (): Promise<string> => {
+      const root = (await o.rootCaPem()) ?? identity?.current()?.caPem;
+      if (!root) {
+        throw new UnavailableError(
+          "no relay root CA to verify the server (--root-ca, relay-root-tls-secret ca.crt, or ca.crt of the client secret)",
+        );
+      }
+      return root;
+    };
+
+    if (o.mode === "mtls") {
+      identity = new AgentIdentity({
+        cluster: o.cluster,
+        store: o.store,
+        secretName: o.clientSecretName,
+        transport: grpcIdentityTransport({
+          serverAddress: o.serverAddress,
+          authority: o.authority,
+          rootCaPem: rootFor,
+          channelOptions,
+        }),
+        token: o.token,
+        clock: o.clock,
+        random: o.random,
+        log,
+        metrics,
+        rotation: o.rotation,
+        pollMs: o.identityPollMs,
+      });
+      await identity.reload();
+    }
+
+    let sync: SyncAgent | undefined = undefined;
+    const dial: SyncDialer = async () => {
+      let client: RelayClient;
+      if (o.mode === "insecure") {
+        const ch = channelFor({
+          serverAddress: o.serverAddress,
+          insecure: true,
+          authority: o.authority,
+          options: channelOptions,
+        });
+        client = new RelayClient(ch.target, ch.credentials, ch.options);
+        return {
+          stream: client.sync(sessionMetadata(o.cluster, await o.token())),
+          release: () => client.close(),
+        };
+      }
+      if (o.mode === "tls") {
+        const ch = channelFor({
+          serverAddress: o.serverAddress,
+          authority: o.authority,
+          rootCaPem: await rootFor(),
+          options: channelOptions,
+        });
+        client = new RelayClient(ch.target, ch.credentials, ch.options);
+        return {
+          stream: client.sync(sessionMetadata(o.cluster, await o.token())),
+          release: () => client.close(),
+        };
+      }
+      const creds = identity!.current();
+      if (!creds || isExpired(o.clock.now(), creds)) {
+        identity!.poke();
+        throw new UnavailableError("waiting for a valid client certificate");
+      }
+      const ch = channelFor({
+        serverAddress: o.serverAddress,
+        authority: o.authority,
+        rootCaPem: await rootFor(),
+        client: creds,
+        options: channelOptions,
+      });
+      client = new RelayClient(ch.target, ch.credentials, ch.options);
+      return { stream: client.sync(), release: () => client.close() };
+    };
+
+    sync = new SyncAgent({
+      dial,
+      discovery: o.discovery,
+      applier: o.applier,
+      clock: o.clock,
+      random: o.random,
+      log,
+      metrics,
+      agentVersion: o.agentVersion,
+      maxMessageBytes,
+      backoff: o.backoff,
+      onSessionEnd: (end) => {
+        if (end.code === GrpcStatus.UNAUTHENTICATED || end.code === GrpcStatus.PERMISSION_DENIED) {
+          identity?.markRefused(end.message);
+        }
+      },
+    });
+    identity?.onChange((c) => {
+      log.info("using new client certificate", { serial: c.serial, notAfter: c.notAfter.toISOString() });
+      sync!.reconnect("client certificate changed");
+    });
+
+    let http: HttpEndpoints | undefined;
+    if (o.metricsPort !== null && o.metricsPort !== undefined) {
+      const readiness = new Readiness({ clock: o.clock });
+      readiness.set("sync", () => sync!.state === "synced" || `sync state: ${sync!.state}`);
+      if (identity) {
+        readiness.set("identity", () => {
+          const s = identity!.status();
+          return s.state === "ready" || `${s.state}${s.message ? `: ${s.message}` : ""}`;
+        });
+      }
+      http = await serveHttpEndpoints({
+        metrics,
+        readiness,
+        log,
+        hostname: o.metricsHost ?? "0.0.0.0",
+        port: o.metricsPort,
+      });
+    }
+
+    const tasks: Promise<unknown>[] = [sync.run(abort.signal)];
+    if (identity) tasks.push(identity.run(abort.signal));
+    log.info("relay agent started", {
+      mode: o.mode,
+      server: o.serverAddress,
+      ...(o.authority ? { authority: o.authority } : {}),
+      metricsPort: http?.port,
+    });
+    return new RelayAgent({ identity, sync, metrics, http, abort, tasks, log });
+  }
+
+  /** Stops the loops and the HTTP endpoints. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await Promise.allSettled(this.#tasks);
+    await this.#http?.close();
+    this.#log.info("relay agent stopped");
+  }
+}

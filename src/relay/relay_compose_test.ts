@@ -1,0 +1,130 @@
+/**
+ * The composed server and agent in one process over 127.0.0.1 (mTLS): bootstrap → mTLS session →
+ * discovery pushed → desired state applied → renewal → deregistration. The real-process versions of
+ * these are in tests/relay_*_e2e_test.ts.
+ */
+import { systemClock } from "../clock.ts";
+import { nullLogger } from "../log.ts";
+import { DirectoryApplier, DirectoryConfigSource, DirectoryDiscoverySource } from "../state/mod.ts";
+import { MemorySecretStore } from "../store/mod.ts";
+import { assert, assertEquals } from "../testing/assert.ts";
+import { RelayAgent } from "./relay_agent.ts";
+import { RelayServer } from "./relay_server.ts";
+import { IDENTITY_TOKEN_SECRET } from "./tokens.ts";
+
+const EXAMPLES = new URL("../../examples/", import.meta.url).pathname;
+const dec = new TextDecoder();
+
+async function waitFor(
+  what: string,
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function files(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string, rel: string) => {
+    for await (const e of Deno.readDir(d)) {
+      if (e.isDirectory) await walk(`${d}/${e.name}`, `${rel}${e.name}/`);
+      else if (!e.name.startsWith(".")) out.push(rel + e.name);
+    }
+  };
+  await walk(dir, "").catch(() => {});
+  return out.sort();
+}
+
+Deno.test("composed mTLS relay: bootstrap, sync, apply, renew, deregister", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "meshrelay-compose-" });
+  const ac = new AbortController();
+  const configDir = `${tmp}/config`;
+  await Deno.mkdir(configDir);
+  for await (const e of Deno.readDir(`${EXAMPLES}config`)) {
+    await Deno.copyFile(`${EXAMPLES}config/${e.name}`, `${configDir}/${e.name}`);
+  }
+  const serverStore = new MemorySecretStore();
+  const server = await RelayServer.start({
+    mode: "mtls",
+    store: serverStore,
+    config: new DirectoryConfigSource({
+      root: configDir,
+      clock: systemClock,
+      log: nullLogger,
+      rescanIntervalMs: 200,
+    }),
+    clock: systemClock,
+    log: nullLogger,
+    host: "127.0.0.1",
+    port: 0,
+    metricsPort: null,
+    warmupMs: 0,
+    debounceMs: 20,
+    reloadIntervalMs: 200,
+  });
+  const root = dec.decode((await serverStore.get("relay-root-tls-secret"))!.data["ca.crt"]);
+  const token = dec.decode((await serverStore.get(IDENTITY_TOKEN_SECRET))!.data.token);
+  const agentStore = new MemorySecretStore();
+  const applyDir = `${tmp}/apply-1`;
+  const agent = await RelayAgent.start({
+    mode: "mtls",
+    cluster: "cluster-1",
+    serverAddress: `127.0.0.1:${server.port}`,
+    store: agentStore,
+    rootCaPem: () => Promise.resolve(root),
+    token: () => Promise.resolve(token),
+    discovery: new DirectoryDiscoverySource({
+      root: `${EXAMPLES}clusters/cluster-1`,
+      clock: systemClock,
+      log: nullLogger,
+    }),
+    applier: new DirectoryApplier({ root: applyDir, log: nullLogger }),
+    clock: systemClock,
+    random: Math.random,
+    log: nullLogger,
+    agentVersion: "test",
+    metricsPort: null,
+    backoff: { initialMs: 100, maxMs: 500 },
+  });
+  try {
+    await waitFor("bootstrap", () => agent.identity!.status().state === "ready");
+    const first = agent.identity!.current()!;
+    await waitFor("sync", () => agent.sync.state === "synced");
+    await waitFor("desired state applied", async () => (await files(applyDir)).length > 0);
+    assert(
+      (await files(applyDir)).some((f) => f.includes("Namespace") && f.includes("mesh-config")),
+      String(await files(applyDir)),
+    );
+    assert(server.hub.inventoryVersions("cluster-1").size > 0, "discovery pushed");
+
+    // Renewal: a new certificate, and the session comes back with it.
+    const sessionsBefore = agent.sync.stats.sessions;
+    const renewed = await agent.identity!.renew();
+    assert(renewed.serial !== first.serial);
+    await waitFor(
+      "reconnect with the new certificate",
+      () => agent.sync.stats.sessions > sessionsBefore && agent.sync.state === "synced",
+    );
+
+    // Deregistration: stream closed, certificate refused from then on.
+    const clustersYaml = await Deno.readTextFile(`${configDir}/clusters.yaml`);
+    await Deno.writeTextFile(`${configDir}/clusters.yaml`, clustersYaml.split("---")[1]);
+    await waitFor("stream closed", () => agent.sync.state !== "synced");
+    await waitFor(
+      "revocation recorded",
+      () => server.revocations.clusterRevokedAt("cluster-1") !== undefined,
+    );
+    await waitFor("refused", () => agent.sync.stats.lastCode === 7);
+    assertEquals(server.hub.isRegistered("cluster-1"), false);
+  } finally {
+    ac.abort();
+    await agent.stop();
+    await server.stop();
+    await Deno.remove(tmp, { recursive: true });
+  }
+});

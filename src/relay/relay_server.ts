@@ -1,0 +1,365 @@
+/**
+ * The relay server, composed: one gRPC port serving `Identity` and `Relay` with the credentials of the
+ * security mode, the hub (declared config → desired state per cluster, inventories), the identity
+ * machinery (tokens, signing, revocation, rate limit), and the HTTP endpoints (/metrics, /healthz,
+ * /readyz). No flags or environment here: `src/server.ts` builds the options.
+ *
+ * Revocation on deregistration: the hub closes a removed cluster's stream at once and its identity
+ * checks consult the registry on every call; this module also records the deregistration in the
+ * persisted revocation list, so the cluster's existing certificates stay refused if the name is
+ * registered again later.
+ * @module
+ */
+import * as grpc from "@grpc/grpc-js";
+import type { Clock } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import { IdentityService, RelayService } from "../proto/mod.ts";
+import type { ConfigSource } from "../state/mod.ts";
+import type { SecretStore } from "../store/mod.ts";
+import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
+import { DEFAULT_CLIENT_CERT_TTL_MS, IdentityHandlers, identityServiceImpl } from "./identity_service.ts";
+import { MetricsRegistry } from "./metrics.ts";
+import { certificateIdentify, type Identify, insecureIdentify, tokenIdentify } from "./peer_identity.ts";
+import { FailureLimiter, type FailureLimiterOptions } from "./rate_limit.ts";
+import { RelayHub } from "./relay_hub.ts";
+import { RevocationList } from "./revocation.ts";
+import { ensureServerMaterial, type SecurityMode, type ServerMaterialReport } from "./server_material.ts";
+import { ServerTls } from "./server_tls.ts";
+import { relayServiceImpl } from "./sync_service.ts";
+import { TokenAuthority } from "./tokens.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, grpcMessageOptions } from "./wire.ts";
+
+/** Options of {@linkcode RelayServer.start}. */
+export interface RelayServerOptions {
+  mode: SecurityMode;
+  store: SecretStore;
+  config: ConfigSource;
+  clock: Clock;
+  log: Logger;
+  metrics?: MetricsRegistry;
+  /** gRPC listen address. Default 0.0.0.0:9900. */
+  host?: string;
+  port?: number;
+  /** HTTP endpoints; `metricsPort: null` disables them. Default 0.0.0.0:9091. */
+  metricsHost?: string;
+  metricsPort?: number | null;
+  /** Create missing CA/server/token material at startup (the chart's behaviour). */
+  generateCerts?: boolean;
+  generateToken?: boolean;
+  /** mTLS without a signing CA: bring-your-own client certificates, Bootstrap/Renew refused. */
+  disableCa?: boolean;
+  /** SANs of a generated server certificate. Default localhost, 127.0.0.1, ::1. */
+  serverDnsNames?: string[];
+  serverIpAddresses?: string[];
+  serverSecret?: string;
+  signingSecret?: string;
+  rootSecret?: string;
+  clientCertTtlMs?: number;
+  /** How often TLS secrets and the revocation list are re-read. Default 10,000 ms. */
+  reloadIntervalMs?: number;
+  rateLimit?: FailureLimiterOptions;
+  maxMessageBytes?: number;
+  /** Hub knobs (see RelayHubOptions). */
+  warmupMs?: number;
+  debounceMs?: number;
+}
+
+/** A running relay server. */
+export class RelayServer {
+  readonly port: number;
+  readonly metricsPort?: number;
+  readonly hub: RelayHub;
+  readonly tokens: TokenAuthority;
+  readonly revocations: RevocationList;
+  readonly metrics: MetricsRegistry;
+  readonly material: ServerMaterialReport;
+  readonly tls?: ServerTls;
+  #server: grpc.Server;
+  #http?: HttpEndpoints;
+  #abort: AbortController;
+  #tasks: Promise<unknown>[];
+  #log: Logger;
+  #stopped = false;
+
+  private constructor(f: {
+    port: number;
+    metricsPort?: number;
+    hub: RelayHub;
+    tokens: TokenAuthority;
+    revocations: RevocationList;
+    metrics: MetricsRegistry;
+    material: ServerMaterialReport;
+    tls?: ServerTls;
+    server: grpc.Server;
+    http?: HttpEndpoints;
+    abort: AbortController;
+    tasks: Promise<unknown>[];
+    log: Logger;
+  }) {
+    this.port = f.port;
+    this.metricsPort = f.metricsPort;
+    this.hub = f.hub;
+    this.tokens = f.tokens;
+    this.revocations = f.revocations;
+    this.metrics = f.metrics;
+    this.material = f.material;
+    this.tls = f.tls;
+    this.#server = f.server;
+    this.#http = f.http;
+    this.#abort = f.abort;
+    this.#tasks = f.tasks;
+    this.#log = f.log;
+  }
+
+  /** Prepares material, loads config, binds the ports, and starts the background loops. */
+  static async start(o: RelayServerOptions): Promise<RelayServer> {
+    const log = o.log.child({ component: "relay-server" });
+    const metrics = o.metrics ?? new MetricsRegistry();
+    const { clock, store, mode } = o;
+    const abort = new AbortController();
+
+    if (mode === "insecure") {
+      log.warn(
+        "INSECURE MODE: plaintext gRPC, no server or client authentication beyond an optional token; " +
+          "anyone who can reach this port can claim a registered cluster. Use only for demos.",
+      );
+    }
+    const material = await ensureServerMaterial({
+      store,
+      log,
+      now: clock.now(),
+      mode,
+      generateCerts: o.generateCerts ?? true,
+      generateToken: o.generateToken ?? true,
+      disableCa: o.disableCa ?? false,
+      serverDnsNames: o.serverDnsNames ?? ["localhost"],
+      serverIpAddresses: o.serverIpAddresses ?? ["127.0.0.1", "::1"],
+      serverSecret: o.serverSecret,
+      signingSecret: o.signingSecret,
+      rootSecret: o.rootSecret,
+    });
+    if (mode === "tls" && material.sharedToken) {
+      log.warn(
+        "simple TLS with the shared token: any holder of the token can act as any registered cluster; " +
+          "prefer per-cluster tokens (meshrelay server token create) or mTLS",
+      );
+    }
+
+    const tokens = new TokenAuthority({ store });
+    const revocations = await RevocationList.load(store);
+    const limiter = new FailureLimiter(o.rateLimit);
+    const tls = mode === "insecure" ? undefined : await ServerTls.load({
+      store,
+      clock,
+      log,
+      requestClientCert: mode === "mtls",
+      serverSecret: o.serverSecret,
+      rootSecret: o.rootSecret,
+      signingSecret: o.signingSecret,
+      reloadIntervalMs: o.reloadIntervalMs,
+    });
+    const hub = new RelayHub({
+      config: o.config,
+      clock,
+      log,
+      metrics,
+      ...(o.warmupMs !== undefined ? { warmupMs: o.warmupMs } : {}),
+      ...(o.debounceMs !== undefined ? { debounceMs: o.debounceMs } : {}),
+    });
+    await hub.load(abort.signal);
+    const isRegistered = (c: string) => hub.isRegistered(c);
+
+    const failures = metrics.counter(
+      "meshrelay_bootstrap_failures_total",
+      "Refused Bootstrap and Renew calls, by reason.",
+    );
+    const expiry = metrics.gauge(
+      "meshrelay_client_cert_expiry_seconds",
+      "Seconds until the client certificate an agent last connected with expires, by cluster.",
+    );
+    let identify: Identify;
+    if (mode === "mtls") {
+      const byCert = certificateIdentify({ trust: () => tls!.trust, clock, isRegistered, revocations });
+      identify = async (call) => {
+        const id = await byCert(call);
+        if (id.notAfter) {
+          expiry.set(Math.round((id.notAfter.getTime() - clock.now().getTime()) / 1000), {
+            cluster: id.cluster,
+          });
+        }
+        return id;
+      };
+    } else {
+      const byToken = tokenIdentify({
+        tokens,
+        clock,
+        isRegistered,
+        limiter,
+        onFailure: (reason) => failures.inc({ rpc: "session", reason }),
+      }, mode === "tls" ? "token" : "insecure");
+      const byName = insecureIdentify({ isRegistered });
+      // Insecure with no token anywhere: the name alone (demo). Any token configured: it is required.
+      identify = mode === "tls"
+        ? byToken
+        : async (call) => (await tokens.anyConfigured()) ? byToken(call) : byName(call);
+    }
+
+    const maxMessageBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    const server = new grpc.Server({
+      ...grpcMessageOptions(maxMessageBytes),
+      "grpc.keepalive_time_ms": 60_000,
+      "grpc.keepalive_timeout_ms": 20_000,
+    });
+    const handlers = new IdentityHandlers({
+      store,
+      tokens,
+      clock,
+      log,
+      limiter,
+      isRegistered,
+      identifyCertificate: mode === "mtls" ? identify : undefined,
+      issuesCertificates: mode === "mtls",
+      revocations,
+      metrics,
+      clientCertTtlMs: o.clientCertTtlMs ?? DEFAULT_CLIENT_CERT_TTL_MS,
+      signingSecret: o.signingSecret,
+      rootSecret: o.rootSecret,
+    });
+    server.addService(IdentityService, identityServiceImpl(handlers, log));
+    server.addService(
+      RelayService,
+      relayServiceImpl({ hub, identify, clock, log, metrics, maxMessageBytes }),
+    );
+    const creds = tls ? tls.credentials : grpc.ServerCredentials.createInsecure();
+    const host = o.host ?? "0.0.0.0";
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(
+        `${host.includes(":") ? `[${host}]` : host}:${o.port ?? 9900}`,
+        creds,
+        (e, p) => e ? reject(e) : resolve(p),
+      )
+    );
+
+    let http: HttpEndpoints | undefined;
+    if (o.metricsPort !== null) {
+      const readiness = new Readiness({ clock });
+      readiness.set("config", () => hub.ready || "declared config not loaded yet");
+      readiness.set("grpc", () => true);
+      try {
+        http = await serveHttpEndpoints({
+          metrics,
+          readiness,
+          log,
+          hostname: o.metricsHost ?? "0.0.0.0",
+          port: o.metricsPort ?? 9091,
+        });
+      } catch (e) {
+        server.forceShutdown();
+        throw e;
+      }
+    }
+
+    const tasks: Promise<unknown>[] = [
+      hub.run(abort.signal).catch((e) => log.error("relay hub stopped", { error: errText(e) })),
+      watchRegistry({
+        hub,
+        revocations,
+        clock,
+        log,
+        signal: abort.signal,
+        refreshMs: o.reloadIntervalMs ?? 10_000,
+      }),
+    ];
+    if (tls) tasks.push(tls.watch(abort.signal));
+
+    log.info("relay server listening", {
+      mode,
+      address: `${host}:${port}`,
+      metricsPort: http?.port,
+      clusters: hub.clusters(),
+      issuesClientCertificates: mode === "mtls" && material.canIssue,
+      createdSecrets: material.created,
+    });
+    return new RelayServer({
+      port,
+      metricsPort: http?.port,
+      hub,
+      tokens,
+      revocations,
+      metrics,
+      material,
+      tls,
+      server,
+      http,
+      abort,
+      tasks,
+      log,
+    });
+  }
+
+  /** Ends every stream (UNAVAILABLE, so agents reconnect elsewhere or later), then stops. */
+  async stop(graceMs = 2000): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#abort.abort();
+    this.hub.closeAll("server shutting down");
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.#server.tryShutdown(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+    await this.#http?.close();
+    await Promise.allSettled(this.#tasks);
+    this.#log.info("relay server stopped");
+  }
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/**
+ * Records deregistrations in the revocation list (the hub already closed the streams), and re-reads
+ * the list so revocations made elsewhere (another replica, the CLI) apply here too.
+ */
+async function watchRegistry(o: {
+  hub: RelayHub;
+  revocations: RevocationList;
+  clock: Clock;
+  log: Logger;
+  signal: AbortSignal;
+  refreshMs: number;
+}): Promise<void> {
+  let known = new Set(o.hub.clusters());
+  let sinceRefresh = 0;
+  const tickMs = 500;
+  while (!o.signal.aborted) {
+    try {
+      await o.clock.sleep(tickMs, o.signal);
+    } catch {
+      return;
+    }
+    try {
+      const now = new Set(o.hub.clusters());
+      for (const c of known) {
+        if (!now.has(c)) {
+          await o.revocations.revokeCluster(c, o.clock.now());
+          o.log.info("cluster deregistered: its certificates are revoked", { cluster: c });
+        }
+      }
+      known = now;
+      sinceRefresh += tickMs;
+      if (sinceRefresh >= o.refreshMs) {
+        sinceRefresh = 0;
+        await o.revocations.refresh();
+      }
+    } catch (e) {
+      o.log.error("updating the revocation list failed; will retry", { error: errText(e) });
+    }
+  }
+}
