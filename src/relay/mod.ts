@@ -53,3 +53,40 @@ export {
   type SyncDialer,
   type SyncStreamHandle,
 } from "./sync_agent.ts";
+export {
+  BOOTSTRAP_TOKEN_PREFIX,
+  type BootstrapTokenInfo,
+  constantTimeEqual,
+  IDENTITY_TOKEN_KEY,
+  IDENTITY_TOKEN_SECRET,
+  TokenAuthority,
+  validateClusterName,
+} from "./tokens.ts";
+export { FailureLimiter, type FailureLimiterOptions } from "./rate_limit.ts";
+export {
+  DEFAULT_ROTATION,
+  renewAt,
+  type RotationOptions,
+  rotationWindow,
+  shouldRotate,
+  validateRotationOptions,
+} from "./rotation.ts";
+export { ROOT_TLS_SECRET, SERVER_TLS_SECRET, ServerTls, SIGNING_TLS_SECRET } from "./server_tls.ts";
+export {
+  ensureServerMaterial,
+  ROOT_KEY_SECRET,
+  type SecurityMode,
+  type ServerMaterialReport,
+} from "./server_material.ts";
+export { REVOCATION_SECRET, RevocationList } from "./revocation.ts";
+export { type PeerIdentity } from "./peer_identity.ts";
+export { DEFAULT_CLIENT_CERT_TTL_MS } from "./identity_service.ts";
+export {
+  AgentIdentity,
+  CLIENT_TLS_SECRET,
+  type ClientCredentials,
+  type IdentityState,
+  type IdentityStatus,
+} from "./agent_identity.ts";
+export { RelayServer, type RelayServerOptions } from "./relay_server.ts";
+export { RelayAgent, type RelayAgentOptions } from "./relay_agent.ts";
