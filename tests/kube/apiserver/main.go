@@ -10,6 +10,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 	_ "time/tzdata" // kube-apiserver's own main imports it for CronJob time zones.
 
 	etcdversion "go.etcd.io/etcd/api/v3/version"
@@ -27,6 +28,9 @@ func main() {
 		usage()
 	}
 	sub, rest := os.Args[1], os.Args[2:]
+	if sub == "apiserver" || sub == "etcd" {
+		go exitWithParent()
+	}
 	switch sub {
 	case "apiserver":
 		// NewAPIServerCommand installs the process signal handler, which may happen only once per process, so
@@ -41,6 +45,20 @@ func main() {
 		fmt.Printf("kube-apiserver %s\netcd %s\n", version.Get().GitVersion, etcdversion.Version)
 	default:
 		usage()
+	}
+}
+
+// exitWithParent ends the process when the process that started it is gone (it is re-parented, so the
+// parent pid changes). A test run that is killed cannot stop its servers; without this they would keep
+// running and holding memory on a shared machine. Polling is used rather than PR_SET_PDEATHSIG, which
+// fires when the spawning *thread* exits and Deno spawns from pool threads that come and go.
+func exitWithParent() {
+	parent := os.Getppid()
+	for range time.Tick(time.Second) {
+		if os.Getppid() != parent {
+			fmt.Fprintf(os.Stderr, "meshrelay-testenv: parent process %d is gone, exiting\n", parent)
+			os.Exit(3)
+		}
 	}
 }
 
