@@ -1,11 +1,414 @@
 /**
- * `meshrelay server`: builds real dependencies and runs the mode.
+ * `meshrelay server`: parses flags and environment (commander), builds the real dependencies (clock,
+ * secret store, declared-config source, logger) and runs the relay server until SIGINT/SIGTERM.
+ * Subcommands manage what the running server reads from the same store: per-cluster bootstrap tokens
+ * and certificate revocations.
  * @module
  */
-import { PreconditionError } from "./errors.ts";
+import { Command, CommanderError, Option } from "commander";
+import { type Clock, systemClock } from "./clock.ts";
+import { collect, parseDuration, parsePort, parsePositiveInt } from "./cli_flags.ts";
+import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
+import { jsonLogger, type Logger, parseLogLevel } from "./log.ts";
+import { narrow, needsFromArgs } from "./permissions.ts";
+import {
+  DEFAULT_CLIENT_CERT_TTL_MS,
+  IDENTITY_TOKEN_KEY,
+  IDENTITY_TOKEN_SECRET,
+  RelayServer,
+  RevocationList,
+  ROOT_TLS_SECRET,
+  type SecurityMode,
+  SERVER_TLS_SECRET,
+  SIGNING_TLS_SECRET,
+  TokenAuthority,
+  validateClusterName,
+} from "./relay/mod.ts";
+import { DirectoryConfigSource } from "./state/mod.ts";
+import { FileSecretStore, MemorySecretStore, type SecretStore } from "./store/mod.ts";
+
+const enc = new TextEncoder();
+
+/** The real world the commands run in; e2e tests run the whole process instead of replacing these. */
+interface Deps {
+  clock: Clock;
+  out: (text: string) => void;
+  err: (text: string) => void;
+  /** Resolves on SIGINT or SIGTERM. */
+  stopSignal: () => Promise<string>;
+  hostname: () => string | undefined;
+}
+
+function writeAllSync(f: { writeSync(p: Uint8Array): number }, text: string): void {
+  const b = enc.encode(text);
+  let off = 0;
+  while (off < b.length) off += f.writeSync(b.subarray(off));
+}
+
+function realDeps(): Deps {
+  return {
+    clock: systemClock,
+    out: (t) => writeAllSync(Deno.stdout, t),
+    err: (t) => writeAllSync(Deno.stderr, t),
+    stopSignal: () =>
+      new Promise((resolve) => {
+        const on = (sig: Deno.Signal) => () => resolve(sig);
+        Deno.addSignalListener("SIGINT", on("SIGINT"));
+        Deno.addSignalListener("SIGTERM", on("SIGTERM"));
+      }),
+    hostname: () => {
+      try {
+        return Deno.hostname();
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
+/**
+ * The one place the server's secret store is built: a folder (`--secrets-dir`, the layout `meshrelay
+ * certs init --out DIR` writes) or memory. The Kubernetes store plugs in here.
+ */
+function openStore(opts: { secretsDir?: string }, log?: Logger): SecretStore {
+  if (opts.secretsDir) return new FileSecretStore(opts.secretsDir);
+  log?.warn(
+    "no --secrets-dir: CA, certificates and token live in memory and are lost at exit " +
+      "(agents then need new material)",
+  );
+  return new MemorySecretStore();
+}
+
+function requireStoreDir(opts: { secretsDir?: string }, parent?: Command): SecretStore {
+  const dir: string | undefined = opts.secretsDir ?? parent?.opts().secretsDir;
+  if (!dir) {
+    throw new InvalidInputError("--secrets-dir (or MESHRELAY_SECRETS_DIR) is required here");
+  }
+  return new FileSecretStore(dir);
+}
+
+function modeOf(opts: { insecure?: boolean; tlsMode: SecurityMode }): SecurityMode {
+  if (opts.insecure && opts.tlsMode !== "mtls" && opts.tlsMode !== "insecure") {
+    throw new InvalidInputError("--insecure contradicts --tls-mode " + opts.tlsMode);
+  }
+  return opts.insecure ? "insecure" : opts.tlsMode;
+}
+
+async function checkDir(path: string, flag: string): Promise<void> {
+  const st = await Deno.stat(path).catch(() => undefined);
+  if (!st?.isDirectory) throw new InvalidInputError(`${flag}: ${path} is not a directory`);
+}
+
+const secretsDirOption = () =>
+  new Option(
+    "--secrets-dir <dir>",
+    "secret store folder: one folder per secret, one file per key (what `meshrelay certs init --out DIR` writes)",
+  ).env("MESHRELAY_SECRETS_DIR");
+
+const HELP_AFTER = `
+Security modes (--tls-mode):
+  mtls (default)  one port; a connection without a client certificate may only call Identity.Bootstrap
+                  (token + CSR -> client certificate signed by relay-tls-signing-secret); every other call
+                  needs a verified client certificate, whose DNS SAN is the cluster identity.
+                  --disable-ca: bring-your-own client certificates (no signing CA, Bootstrap refused).
+  tls             server certificate only; every call carries the bootstrap token and names its cluster.
+  insecure        plaintext (demos only); the cluster is named in call metadata, a token is required if any
+                  is configured.
+
+Secrets (in --secrets-dir, names of the seeds): relay-root-tls-secret (ca.crt), relay-tls-signing-secret
+(tls.crt, tls.key, ca.crt), relay-server-tls-secret (tls.crt, tls.key, ca.crt), relay-identity-token-secret
+(token). Missing ones are generated at startup unless --disable-ca-generation / --disable-token-generation;
+a generated root CA keeps its key in relay-root-ca-key-secret. Server certificate files are re-read every
+--tls-reload-interval and served to new connections without a restart.
+
+Environment: every flag with a secret or a path can come from the environment (shown as "env:" in the list above);
+MESHRELAY_TOKEN keeps the shared token out of process listings.
+
+Per-cluster bootstrap tokens (bound to one cluster, expiring, single-use):
+  meshrelay server token create --cluster cluster-1 --ttl 1h --secrets-dir DIR
+Reference: docs/relay.md.`;
+
+function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
+  const program = new Command("meshrelay server")
+    .description(
+      "Run the management relay server: gRPC on --port (Identity + Relay), metrics on --metrics-port.",
+    )
+    .exitOverride()
+    // Options after a subcommand belong to it (`token create --secrets-dir DIR`).
+    .enablePositionalOptions()
+    .configureOutput({
+      writeOut: deps.out,
+      writeErr: deps.err,
+      outputError: (s, write) => write(`meshrelay server: ${s.replace(/^error: /, "")}`),
+    })
+    .addOption(new Option("--host <addr>", "gRPC listen address").env("MESHRELAY_HOST").default("0.0.0.0"))
+    .addOption(
+      new Option("--port <port>", "gRPC port (0: any free port)").env("MESHRELAY_PORT").argParser(parsePort)
+        .default(9900),
+    )
+    .addOption(
+      new Option("--metrics-host <addr>", "address of /metrics, /healthz, /readyz").env(
+        "MESHRELAY_METRICS_HOST",
+      )
+        .default("0.0.0.0"),
+    )
+    .addOption(
+      new Option("--metrics-port <port>", "port of /metrics, /healthz, /readyz (0: any free port)")
+        .env("MESHRELAY_METRICS_PORT").argParser(parsePort).default(9091),
+    )
+    .option("--no-metrics", "do not serve /metrics, /healthz, /readyz")
+    .addOption(secretsDirOption())
+    .addOption(
+      new Option(
+        "--config-dir <dir>",
+        "declared config: folder of YAML documents (KubernetesCluster, ClusterConfig, …)",
+      )
+        .env("MESHRELAY_CONFIG_DIR"),
+    )
+    .addOption(
+      new Option("--tls-mode <mode>", "security mode").choices(["mtls", "tls", "insecure"]).env(
+        "MESHRELAY_TLS_MODE",
+      )
+        .default("mtls"),
+    )
+    .addOption(
+      new Option("--insecure", "same as --tls-mode insecure (plaintext; demos only)").env(
+        "MESHRELAY_INSECURE",
+      ),
+    )
+    .option("--disable-ca", "mTLS without a signing CA: agents bring their own client certificates")
+    .option("--disable-ca-generation", "never create CA or server certificates; they must exist")
+    .option("--disable-token-generation", "never create the shared identity token")
+    .addOption(
+      new Option("--token <token>", "shared identity token to use (stored in relay-identity-token-secret)")
+        .env(
+          "MESHRELAY_TOKEN",
+        ),
+    )
+    .option(
+      "--server-dns <name>",
+      "DNS name of a generated server certificate (repeat; default localhost, host name)",
+      collect,
+    )
+    .option(
+      "--server-ip <ip>",
+      "IP address of a generated server certificate (repeat; default 127.0.0.1, ::1)",
+      collect,
+    )
+    .addOption(
+      new Option("--server-secret <name>", "secret with the server certificate (tlsSecret.name)").env(
+        "MESHRELAY_SERVER_SECRET",
+      ).default(SERVER_TLS_SECRET),
+    )
+    .addOption(
+      new Option("--signing-secret <name>", "secret with the signing CA (signingTlsSecret.name)").env(
+        "MESHRELAY_SIGNING_SECRET",
+      ).default(SIGNING_TLS_SECRET),
+    )
+    .addOption(
+      new Option("--root-secret <name>", "secret with the relay root CA").env("MESHRELAY_ROOT_SECRET")
+        .default(
+          ROOT_TLS_SECRET,
+        ),
+    )
+    .addOption(
+      new Option("--client-cert-ttl <duration>", "lifetime of issued client certificates").env(
+        "MESHRELAY_CLIENT_CERT_TTL",
+      ).argParser(parseDuration).default(DEFAULT_CLIENT_CERT_TTL_MS, "8760h (one year)"),
+    )
+    .addOption(
+      new Option("--tls-reload-interval <duration>", "how often TLS secrets and revocations are re-read")
+        .argParser(parseDuration).default(10_000, "10s"),
+    )
+    .addOption(
+      new Option(
+        "--bootstrap-failure-burst <n>",
+        "failed identity attempts allowed per peer address in a burst",
+      )
+        .argParser(parsePositiveInt).default(10),
+    )
+    .addOption(
+      new Option("--bootstrap-failures-per-minute <n>", "failed attempts regained per minute and peer")
+        .argParser(parsePositiveInt).default(6),
+    )
+    .addOption(
+      new Option(
+        "--max-message-bytes <n>",
+        "largest gRPC message (maxGrpcMessageSize); larger sets are chunked",
+      )
+        .argParser(parsePositiveInt),
+    )
+    .addOption(
+      new Option(
+        "--warmup <duration>",
+        "after a start, hold desired state back until every cluster pushed or this passed",
+      )
+        .argParser(parseDuration).default(30_000, "30s"),
+    )
+    .option("--no-warmup", "serve desired state at once after a start")
+    .addOption(
+      new Option("--log-level <level>", "debug, info, warn or error").env("MESHRELAY_LOG_LEVEL").default(
+        "info",
+      ),
+    )
+    .addHelpText("after", HELP_AFTER)
+    .action(async (opts) => {
+      const mode = modeOf(opts);
+      let level;
+      try {
+        level = parseLogLevel(opts.logLevel);
+      } catch (e) {
+        throw new InvalidInputError(`--log-level: ${(e as Error).message}`);
+      }
+      if (!opts.configDir) throw new InvalidInputError("--config-dir (or MESHRELAY_CONFIG_DIR) is required");
+      await checkDir(opts.configDir, "--config-dir");
+      const log = jsonLogger({ level, fields: { mode: "server" } });
+      const store = openStore(opts, log);
+      if (opts.token) await useSharedToken(store, opts.token, log);
+      const host = deps.hostname();
+      const server = await RelayServer.start({
+        mode,
+        store,
+        config: new DirectoryConfigSource({ root: opts.configDir, clock: deps.clock, log }),
+        clock: deps.clock,
+        log,
+        host: opts.host,
+        port: opts.port,
+        metricsHost: opts.metricsHost,
+        metricsPort: opts.metrics === false ? null : opts.metricsPort,
+        generateCerts: !opts.disableCaGeneration,
+        generateToken: !opts.disableTokenGeneration,
+        disableCa: opts.disableCa === true,
+        serverDnsNames: opts.serverDns ?? ["localhost", ...(host && host !== "localhost" ? [host] : [])],
+        serverIpAddresses: opts.serverIp ?? ["127.0.0.1", "::1"],
+        serverSecret: opts.serverSecret,
+        signingSecret: opts.signingSecret,
+        rootSecret: opts.rootSecret,
+        clientCertTtlMs: opts.clientCertTtl,
+        reloadIntervalMs: opts.tlsReloadInterval,
+        rateLimit: { burst: opts.bootstrapFailureBurst, perMinute: opts.bootstrapFailuresPerMinute },
+        maxMessageBytes: opts.maxMessageBytes,
+        warmupMs: opts.warmup === false ? 0 : opts.warmup,
+      });
+      const sig = await deps.stopSignal();
+      log.info("stopping", { signal: sig });
+      await server.stop();
+      setCode(0);
+    });
+
+  const token = program.command("token").description(
+    "Per-cluster bootstrap tokens (bound to one cluster, expiring, single-use) in the server's --secrets-dir.",
+  );
+  token.command("create")
+    .description("Create a token for one cluster and print it (once) on stdout; only its hash is stored.")
+    .requiredOption("--cluster <name>", "the cluster the token is bound to (its KubernetesCluster name)")
+    .addOption(
+      new Option("--ttl <duration>", "how long the token is valid").argParser(parseDuration).default(
+        3_600_000,
+        "1h",
+      ),
+    )
+    .addOption(secretsDirOption())
+    .action(async (opts) => {
+      validateClusterName(opts.cluster);
+      const created = await new TokenAuthority({ store: requireStoreDir(opts, program) }).create(
+        opts.cluster,
+        {
+          now: deps.clock.now(),
+          ttlMs: opts.ttl,
+        },
+      );
+      deps.out(created.token + "\n");
+      deps.err(
+        `meshrelay server: token ${created.id} for cluster ${opts.cluster}, valid until ${
+          new Date(deps.clock.now().getTime() + opts.ttl).toISOString()
+        }, single use\n`,
+      );
+      setCode(0);
+    });
+  token.command("list")
+    .description("List per-cluster tokens (ids, clusters, expiry, use; never the tokens).")
+    .addOption(secretsDirOption())
+    .action(async (opts) => {
+      const now = deps.clock.now().getTime();
+      for (const t of await new TokenAuthority({ store: requireStoreDir(opts, program) }).list()) {
+        const state = t.usedAt
+          ? `used ${t.usedAt.toISOString()}`
+          : t.expiresAt.getTime() <= now
+          ? "expired"
+          : "valid";
+        deps.out(`${t.id}  ${t.cluster}  expires ${t.expiresAt.toISOString()}  ${state}\n`);
+      }
+      setCode(0);
+    });
+  token.command("revoke <id>")
+    .description("Delete a per-cluster token before it is used.")
+    .addOption(secretsDirOption())
+    .action(async (id: string, opts) => {
+      const gone = await new TokenAuthority({ store: requireStoreDir(opts, program) }).revoke(id);
+      if (!gone) throw new InvalidInputError(`no token with id ${id}`);
+      setCode(0);
+    });
+
+  program.command("revoke")
+    .description(
+      "Revoke a client certificate by serial: the server refuses it from its next revocation re-read " +
+        "(--tls-reload-interval). Deregistering a cluster (removing its KubernetesCluster) revokes all of its " +
+        "certificates by itself.",
+    )
+    .requiredOption("--serial <hex>", "certificate serial number (hex; colons allowed)")
+    .option("--cluster <name>", "the cluster it belongs to (for the record)")
+    .option("--reason <text>", "why", "revoked by operator")
+    .addOption(secretsDirOption())
+    .action(async (opts) => {
+      if (!/^[0-9a-fA-F:]+$/.test(opts.serial)) throw new InvalidInputError("--serial must be hexadecimal");
+      const list = await RevocationList.load(requireStoreDir(opts, program));
+      await list.revokeSerial(opts.serial, {
+        now: deps.clock.now(),
+        reason: opts.reason,
+        cluster: opts.cluster,
+      });
+      deps.err(`meshrelay server: certificate ${opts.serial} revoked\n`);
+      setCode(0);
+    });
+  return program;
+}
+
+/** Stores `--token` as the shared identity token (replacing a different one). */
+async function useSharedToken(store: SecretStore, token: string, log: Logger): Promise<void> {
+  const cur = await store.get(IDENTITY_TOKEN_SECRET);
+  const value = cur?.data[IDENTITY_TOKEN_KEY];
+  if (value && new TextDecoder().decode(value).trim() === token) return;
+  await store.put(IDENTITY_TOKEN_SECRET, { [IDENTITY_TOKEN_KEY]: enc.encode(token) });
+  log.info(cur ? "shared identity token replaced by --token" : "shared identity token set from --token", {
+    secret: IDENTITY_TOKEN_SECRET,
+  });
+}
+
+/** Runs `meshrelay server …` with `deps`; returns the exit code. Never throws. */
+export async function run(args: string[], deps: Deps): Promise<number> {
+  let code = 0;
+  const program = buildProgram(deps, (c) => code = c);
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.code === "commander.helpDisplayed" || e.code === "commander.version" ||
+          e.code === "commander.help"
+        ? 0
+        : 2;
+    }
+    const line = e instanceof MeshrelayError || e instanceof Deno.errors.NotCapable
+      ? describeError(e)
+      : `internal error: ${e instanceof Error ? `${e.name}: ${e.message.slice(0, 200)}` : "unknown"}`;
+    deps.err(`meshrelay server: ${line.split("\n")[0]}\n`);
+    return exitCodeOf(e);
+  }
+}
 
 /** Entry point of the mode; returns the exit code. */
-// deno-lint-ignore require-await
-export async function main(_args: string[]): Promise<number> {
-  throw new PreconditionError("the server mode is being built (see the open issues)");
+export async function main(args: string[]): Promise<number> {
+  narrow("server", needsFromArgs(args), Deno.permissions);
+  return await run(args, realDeps());
 }

@@ -273,7 +273,7 @@ export class RelayServer {
     if (tls) tasks.push(tls.watch(abort.signal));
 
     log.info("relay server listening", {
-      mode,
+      security: mode,
       address: `${host}:${port}`,
       metricsPort: http?.port,
       clusters: hub.clusters(),
