@@ -13,3 +13,46 @@ export {
 } from "./client.ts";
 export { type KubeApiStatus, kubeApiStatusOf, kubeError, type KubeRequest } from "./api_error.ts";
 export { KubeSecretStore, type KubeSecretStoreOptions } from "./kube_secret_store.ts";
+export {
+  codeOfHttpStatus,
+  isKubeStatus,
+  KubeApiError,
+  KubeRest,
+  type KubeRestOptions,
+  type KubeStatus,
+  type ListResult,
+  type Query,
+  type RawWatchEvent,
+  type RestRequest,
+} from "./kube_rest.ts";
+export {
+  type ApiResource,
+  ApiResources,
+  groupVersionPath,
+  KindNotServedError,
+  resourcePath,
+  splitApiVersion,
+} from "./api_resources.ts";
+export {
+  DEFAULT_STATUS_KINDS,
+  NOISY_ANNOTATIONS,
+  NOISY_METADATA,
+  trimObject,
+  type TrimOptions,
+} from "./trim.ts";
+export {
+  DEFAULT_DISCOVERY_KINDS,
+  type DiscoveryKind,
+  type KubeDiscoveryOptions,
+  KubeDiscoverySource,
+  parseDiscoveryKinds,
+} from "./kube_discovery.ts";
+export {
+  APPLIED_RECORD_KEY,
+  APPLIED_RECORD_NAME,
+  FIELD_MANAGER,
+  type KubeAppliedRecord,
+  KubeApplier,
+  type KubeApplierOptions,
+  ORIGIN_ANNOTATION,
+} from "./kube_applier.ts";
