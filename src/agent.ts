@@ -1,11 +1,346 @@
 /**
- * `meshrelay agent`: builds real dependencies and runs the mode.
+ * `meshrelay agent`: parses flags and environment (commander), builds the real dependencies (clock,
+ * randomness, secret store, discovery source, applier, logger) and runs the relay agent until
+ * SIGINT/SIGTERM.
  * @module
  */
-import { PreconditionError } from "./errors.ts";
+import { Command, CommanderError, Option } from "commander";
+import { type Clock, systemClock } from "./clock.ts";
+import { parseDuration, parsePort, parsePositiveInt, parseRatio } from "./cli_flags.ts";
+import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
+import { jsonLogger, parseLogLevel } from "./log.ts";
+import { narrow, needsFromArgs } from "./permissions.ts";
+import {
+  CLIENT_TLS_SECRET,
+  DEFAULT_ROTATION,
+  IDENTITY_TOKEN_KEY,
+  IDENTITY_TOKEN_SECRET,
+  RelayAgent,
+  ROOT_TLS_SECRET,
+  type SecurityMode,
+  splitAddress,
+  validateClusterName,
+  validateRotationOptions,
+} from "./relay/mod.ts";
+import { DirectoryApplier, DirectoryDiscoverySource } from "./state/mod.ts";
+import { FileSecretStore, MemorySecretStore, type SecretStore } from "./store/mod.ts";
+import { VERSION } from "./version.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** The real world the agent runs in; e2e tests run the whole process instead of replacing these. */
+interface Deps {
+  clock: Clock;
+  random: () => number;
+  out: (text: string) => void;
+  err: (text: string) => void;
+  stopSignal: () => Promise<string>;
+  readTextFile: (path: string) => Promise<string>;
+}
+
+function writeAllSync(f: { writeSync(p: Uint8Array): number }, text: string): void {
+  const b = enc.encode(text);
+  let off = 0;
+  while (off < b.length) off += f.writeSync(b.subarray(off));
+}
+
+function realDeps(): Deps {
+  return {
+    clock: systemClock,
+    random: Math.random,
+    out: (t) => writeAllSync(Deno.stdout, t),
+    err: (t) => writeAllSync(Deno.stderr, t),
+    stopSignal: () =>
+      new Promise((resolve) => {
+        const on = (sig: Deno.Signal) => () => resolve(sig);
+        Deno.addSignalListener("SIGINT", on("SIGINT"));
+        Deno.addSignalListener("SIGTERM", on("SIGTERM"));
+      }),
+    readTextFile: (p) => Deno.readTextFile(p),
+  };
+}
+
+/**
+ * The one place the agent's secret store is built: a folder (`--secrets-dir`: the client certificate
+ * secret, and optionally relay-root-tls-secret and relay-identity-token-secret) or memory. The
+ * Kubernetes store plugs in here.
+ */
+function openStore(opts: { secretsDir?: string }): SecretStore {
+  return opts.secretsDir ? new FileSecretStore(opts.secretsDir) : new MemorySecretStore();
+}
+
+/** `--client-secret` given, or the one of the seeds' two spellings that exists (default the first). */
+async function clientSecretName(store: SecretStore, given?: string): Promise<string> {
+  if (given) return given;
+  if (await store.get(CLIENT_TLS_SECRET)) return CLIENT_TLS_SECRET;
+  if (await store.get("relay-tls-client-secret")) return "relay-tls-client-secret";
+  return CLIENT_TLS_SECRET;
+}
+
+async function readFileFlag(deps: Deps, path: string, flag: string): Promise<string> {
+  try {
+    return await deps.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new InvalidInputError(`${flag}: ${path} does not exist`);
+    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+      throw new InvalidInputError(`${flag}: ${path} cannot be read`);
+    }
+    throw e;
+  }
+}
+
+async function checkDir(path: string, flag: string): Promise<void> {
+  const st = await Deno.stat(path).catch(() => undefined);
+  if (!st?.isDirectory) throw new InvalidInputError(`${flag}: ${path} is not a directory`);
+}
+
+const HELP_AFTER = `
+Security modes (--tls-mode, must match the server's):
+  mtls (default)  bootstraps once with the token over server TLS (the private key never leaves: only a CSR
+                  is sent), stores the certificate in the client secret, and uses it from then on; renews
+                  it over mTLS at 70-90% of its lifetime (knobs below); re-bootstraps if it expired while
+                  offline and a token is available. With a client certificate already in the secret
+                  (bring-your-own, e.g. \`meshrelay certs agent --out DIR\`), no token is needed.
+  tls             verifies the server only; every call carries the token and names the cluster.
+  insecure        plaintext (demos only).
+
+Where things come from:
+  root CA   --root-ca FILE, else relay-root-tls-secret ca.crt in --secrets-dir, else ca.crt of the client secret
+  token     --token / MESHRELAY_TOKEN, --token-file, else relay-identity-token-secret token in --secrets-dir
+  client    --client-secret in --secrets-dir (default relay-client-tls-secret; relay-tls-client-secret is
+            used when only that one exists): tls.key, tls.crt (leaf + chain), ca.crt
+Without --secrets-dir the client certificate lives in memory and a restart bootstraps again.
+
+--authority NAME is the TLS server name (SNI and :authority) for SNI-passthrough ingress; the server
+certificate must carry it. Reference: docs/relay.md.`;
+
+function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
+  return new Command("meshrelay agent")
+    .description(
+      "Run the workload-cluster relay agent: dials out to the relay server, pushes what it discovers, " +
+        "applies its cluster's desired state.",
+    )
+    .exitOverride()
+    .configureOutput({
+      writeOut: deps.out,
+      writeErr: deps.err,
+      outputError: (s, write) => write(`meshrelay agent: ${s.replace(/^error: /, "")}`),
+    })
+    .addOption(
+      new Option("--cluster <name>", "this cluster's name (its KubernetesCluster name and certificate SAN)")
+        .env(
+          "MESHRELAY_CLUSTER",
+        ),
+    )
+    .addOption(
+      new Option("--server-address <host:port>", "the relay server (relay.serverAddress)").env(
+        "MESHRELAY_SERVER_ADDRESS",
+      ),
+    )
+    .addOption(
+      new Option("--authority <name>", "TLS server name for SNI passthrough (relay.authority)").env(
+        "MESHRELAY_AUTHORITY",
+      ),
+    )
+    .addOption(
+      new Option("--tls-mode <mode>", "security mode").choices(["mtls", "tls", "insecure"]).env(
+        "MESHRELAY_TLS_MODE",
+      )
+        .default("mtls"),
+    )
+    .addOption(
+      new Option("--insecure", "same as --tls-mode insecure (plaintext; demos only)").env(
+        "MESHRELAY_INSECURE",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--secrets-dir <dir>",
+        "the agent's secret store folder (one folder per secret, one file per key)",
+      )
+        .env("MESHRELAY_SECRETS_DIR"),
+    )
+    .addOption(
+      new Option("--client-secret <name>", "client certificate secret (relay.clientTlsSecret)").env(
+        "MESHRELAY_CLIENT_SECRET",
+      ),
+    )
+    .addOption(
+      new Option("--root-secret <name>", "secret with the relay root CA (relay.rootTlsSecret)").env(
+        "MESHRELAY_ROOT_SECRET",
+      ).default(ROOT_TLS_SECRET),
+    )
+    .addOption(new Option("--root-ca <file>", "relay root CA certificate (PEM)").env("MESHRELAY_ROOT_CA"))
+    .addOption(
+      new Option("--token <token>", "bootstrap token (shared or per-cluster)").env("MESHRELAY_TOKEN"),
+    )
+    .addOption(
+      new Option("--token-file <file>", "file holding the bootstrap token").env("MESHRELAY_TOKEN_FILE"),
+    )
+    .addOption(
+      new Option("--token-secret <name>", "secret with the bootstrap token (key `token`)").env(
+        "MESHRELAY_TOKEN_SECRET",
+      ).default(IDENTITY_TOKEN_SECRET),
+    )
+    .addOption(
+      new Option("--discovery-dir <dir>", "folder of YAML manifests standing for this cluster (discovery)")
+        .env(
+          "MESHRELAY_DISCOVERY_DIR",
+        ),
+    )
+    .addOption(
+      new Option("--apply-dir <dir>", "folder the desired state is applied to (created if missing)").env(
+        "MESHRELAY_APPLY_DIR",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--rotation-grace-ratio <r>",
+        "renew at the latest when this fraction of the lifetime is left (clientTlsSecretRotationGracePeriodRatio)",
+      ).argParser(parseRatio).default(DEFAULT_ROTATION.graceRatio),
+    )
+    .addOption(
+      new Option(
+        "--rotation-jitter-ratio <r>",
+        "spread renewals over this fraction of the lifetime before that",
+      )
+        .argParser(parseRatio).default(DEFAULT_ROTATION.jitterRatio),
+    )
+    .addOption(
+      new Option("--identity-poll-interval <duration>", "how often the client certificate secret is re-read")
+        .argParser(parseDuration).default(60_000, "60s"),
+    )
+    .addOption(
+      new Option("--max-message-bytes <n>", "largest gRPC message; larger sets are chunked").argParser(
+        parsePositiveInt,
+      ),
+    )
+    .addOption(
+      new Option("--metrics-host <addr>", "address of /metrics, /healthz, /readyz").env(
+        "MESHRELAY_METRICS_HOST",
+      )
+        .default("0.0.0.0"),
+    )
+    .addOption(
+      new Option("--metrics-port <port>", "port of /metrics, /healthz, /readyz (0: any free port)")
+        .env("MESHRELAY_METRICS_PORT").argParser(parsePort).default(9091),
+    )
+    .option("--no-metrics", "do not serve /metrics, /healthz, /readyz")
+    .addOption(
+      new Option("--log-level <level>", "debug, info, warn or error").env("MESHRELAY_LOG_LEVEL").default(
+        "info",
+      ),
+    )
+    .addHelpText("after", HELP_AFTER)
+    .action(async (opts) => {
+      const mode: SecurityMode = opts.insecure ? "insecure" : opts.tlsMode;
+      if (opts.insecure && opts.tlsMode !== "mtls" && opts.tlsMode !== "insecure") {
+        throw new InvalidInputError(`--insecure contradicts --tls-mode ${opts.tlsMode}`);
+      }
+      let level;
+      try {
+        level = parseLogLevel(opts.logLevel);
+      } catch (e) {
+        throw new InvalidInputError(`--log-level: ${(e as Error).message}`);
+      }
+      if (!opts.cluster) throw new InvalidInputError("--cluster (or MESHRELAY_CLUSTER) is required");
+      validateClusterName(opts.cluster);
+      if (!opts.serverAddress) {
+        throw new InvalidInputError("--server-address (or MESHRELAY_SERVER_ADDRESS) is required");
+      }
+      splitAddress(opts.serverAddress);
+      if (!opts.discoveryDir) throw new InvalidInputError("--discovery-dir is required");
+      if (!opts.applyDir) throw new InvalidInputError("--apply-dir is required");
+      await checkDir(opts.discoveryDir, "--discovery-dir");
+      if (opts.token && opts.tokenFile) {
+        throw new InvalidInputError("--token and --token-file exclude each other");
+      }
+      const rotation = { graceRatio: opts.rotationGraceRatio, jitterRatio: opts.rotationJitterRatio };
+      validateRotationOptions(rotation);
+
+      const log = jsonLogger({ level, fields: { mode: "agent", cluster: opts.cluster } });
+      const store = openStore(opts);
+      if (!opts.secretsDir && mode === "mtls") {
+        log.warn("no --secrets-dir: the client certificate lives in memory; a restart bootstraps again");
+      }
+      const rootFile = opts.rootCa ? await readFileFlag(deps, opts.rootCa, "--root-ca") : undefined;
+      const tokenFile = opts.tokenFile;
+      const secretValue = async (name: string, key: string) => {
+        const v = (await store.get(name))?.data[key];
+        const t = v && dec.decode(v).trim();
+        return t ? t : undefined;
+      };
+      const rootCaPem = async () => rootFile ?? await secretValue(opts.rootSecret, "ca.crt");
+      // Read on demand: a token provided (or rotated) later is picked up without a restart.
+      const token = async () =>
+        opts.token ??
+          (tokenFile
+            ? (await readFileFlag(deps, tokenFile, "--token-file")).trim() || undefined
+            : undefined) ??
+          await secretValue(opts.tokenSecret, IDENTITY_TOKEN_KEY);
+      if (mode === "tls" && !(await token())) {
+        throw new InvalidInputError(
+          "--tls-mode tls needs a token (--token, --token-file or the token secret)",
+        );
+      }
+      if (mode !== "insecure" && !(await rootCaPem())) {
+        log.warn(
+          "no relay root CA configured yet (--root-ca or the root secret); using the client secret's ca.crt",
+        );
+      }
+      const agent = await RelayAgent.start({
+        mode,
+        cluster: opts.cluster,
+        serverAddress: opts.serverAddress,
+        authority: opts.authority,
+        store,
+        clientSecretName: await clientSecretName(store, opts.clientSecret),
+        rootCaPem,
+        token,
+        discovery: new DirectoryDiscoverySource({ root: opts.discoveryDir, clock: deps.clock, log }),
+        applier: new DirectoryApplier({ root: opts.applyDir, log }),
+        clock: deps.clock,
+        random: deps.random,
+        log,
+        agentVersion: VERSION,
+        rotation,
+        identityPollMs: opts.identityPollInterval,
+        maxMessageBytes: opts.maxMessageBytes,
+        metricsHost: opts.metricsHost,
+        metricsPort: opts.metrics === false ? null : opts.metricsPort,
+      });
+      const sig = await deps.stopSignal();
+      log.info("stopping", { signal: sig });
+      await agent.stop();
+      setCode(0);
+    });
+}
+
+/** Runs `meshrelay agent …` with `deps`; returns the exit code. Never throws. */
+export async function run(args: string[], deps: Deps): Promise<number> {
+  let code = 0;
+  const program = buildProgram(deps, (c) => code = c);
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return code;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.code === "commander.helpDisplayed" || e.code === "commander.version" ||
+          e.code === "commander.help"
+        ? 0
+        : 2;
+    }
+    const line = e instanceof MeshrelayError || e instanceof Deno.errors.NotCapable
+      ? describeError(e)
+      : `internal error: ${e instanceof Error ? `${e.name}: ${e.message.slice(0, 200)}` : "unknown"}`;
+    deps.err(`meshrelay agent: ${line.split("\n")[0]}\n`);
+    return exitCodeOf(e);
+  }
+}
 
 /** Entry point of the mode; returns the exit code. */
-// deno-lint-ignore require-await
-export async function main(_args: string[]): Promise<number> {
-  throw new PreconditionError("the agent mode is being built (see the open issues)");
+export async function main(args: string[]): Promise<number> {
+  narrow("agent", needsFromArgs(args), Deno.permissions);
+  return await run(args, realDeps());
 }

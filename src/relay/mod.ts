@@ -90,3 +90,4 @@ export {
 } from "./agent_identity.ts";
 export { RelayServer, type RelayServerOptions } from "./relay_server.ts";
 export { RelayAgent, type RelayAgentOptions } from "./relay_agent.ts";
+export { splitAddress } from "./client_credentials.ts";

@@ -15,7 +15,7 @@ import type { Logger } from "../log.ts";
 import { RelayClient } from "../proto/mod.ts";
 import type { Applier, DiscoverySource } from "../state/mod.ts";
 import type { SecretStore } from "../store/mod.ts";
-import { AgentIdentity } from "./agent_identity.ts";
+import { AgentIdentity, type ClientCredentials } from "./agent_identity.ts";
 import type { BackoffOptions } from "./backoff.ts";
 import { channelFor, sessionMetadata } from "./client_credentials.ts";
 import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
@@ -138,7 +138,7 @@ export class RelayAgent {
     }
 
     let sync: SyncAgent | undefined = undefined;
-    const dial: SyncDialer = async () => {
+    const dial: SyncDialer = async (signal) => {
       let client: RelayClient;
       if (o.mode === "insecure") {
         const ch = channelFor({
@@ -166,10 +166,22 @@ export class RelayAgent {
           release: () => client.close(),
         };
       }
-      const creds = identity!.current();
+      let creds = identity!.current();
       if (!creds || isExpired(o.clock.now(), creds)) {
+        // Wait for the identity loop (bootstrap) rather than failing sessions while it works.
         identity!.poke();
-        throw new UnavailableError("waiting for a valid client certificate");
+        creds = await new Promise<ClientCredentials>((resolve, reject) => {
+          const off = identity!.onChange((c) => {
+            off();
+            signal.removeEventListener("abort", onAbort);
+            resolve(c);
+          });
+          const onAbort = () => {
+            off();
+            reject(new UnavailableError("stopped while waiting for a client certificate"));
+          };
+          signal.addEventListener("abort", onAbort, { once: true });
+        });
       }
       const ch = channelFor({
         serverAddress: o.serverAddress,
@@ -226,7 +238,7 @@ export class RelayAgent {
     const tasks: Promise<unknown>[] = [sync.run(abort.signal)];
     if (identity) tasks.push(identity.run(abort.signal));
     log.info("relay agent started", {
-      mode: o.mode,
+      security: o.mode,
       server: o.serverAddress,
       ...(o.authority ? { authority: o.authority } : {}),
       metricsPort: http?.port,
