@@ -26,6 +26,7 @@ import {
 } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import {
+  BACKDATE_MS,
   createCsr,
   dnsNamesOf,
   generateKeyPair,
@@ -118,6 +119,8 @@ export class AgentIdentity {
   #current?: ClientCredentials;
   #lastVersion?: string;
   #renewAt?: { serial: string; at: Date };
+  #receivedAt = new Map<string, Date>();
+  #lastRenewal?: number;
   #external = false;
   #refused?: string;
   #status: IdentityStatus = { state: "starting" };
@@ -268,6 +271,8 @@ export class AgentIdentity {
     const expected = this.#current ? this.#current.version : (this.#lastVersion ?? null);
     const put = await this.#o.store.put(this.secretName, data, { expectedVersion: expected });
     const creds = await this.#validate(put.data, put.version);
+    this.#receivedAt.clear();
+    this.#receivedAt.set(creds.serial, this.#o.clock.now());
     this.#lastVersion = put.version;
     this.#current = creds;
     this.#publish(creds);
@@ -342,10 +347,27 @@ export class AgentIdentity {
     return creds;
   }
 
+  /**
+   * The lifetime the rotation window is computed on. Our CA backdates notBefore by BACKDATE_MS (clock
+   * skew), which for a short-lived certificate would put the whole window in the past and make the agent
+   * renew in a loop; so the window starts when we received the certificate (known for those this process
+   * stored), else at notBefore + BACKDATE_MS (exact for certificates of our CA; a few minutes late for
+   * others, which nobody renews through us anyway).
+   */
+  effectiveValidity(cur: ClientCredentials): { notBefore: Date; notAfter: Date } {
+    const received = this.#receivedAt.get(cur.serial);
+    const start = received?.getTime() ??
+      Math.min(cur.notBefore.getTime() + BACKDATE_MS, cur.notAfter.getTime() - 1);
+    return { notBefore: new Date(Math.max(start, cur.notBefore.getTime())), notAfter: cur.notAfter };
+  }
+
   /** The renewal moment of `cur`, drawn once per certificate. */
   renewalTime(cur: ClientCredentials): Date {
     if (this.#renewAt?.serial !== cur.serial) {
-      this.#renewAt = { serial: cur.serial, at: renewAt(cur, this.#o.rotation, this.#o.random()) };
+      this.#renewAt = {
+        serial: cur.serial,
+        at: renewAt(this.effectiveValidity(cur), this.#o.rotation, this.#o.random()),
+      };
     }
     return this.#renewAt.at;
   }
@@ -367,6 +389,7 @@ export class AgentIdentity {
           notAfter: this.#current?.notAfter,
         });
       }
+      if (signal.aborted) return;
       const ac = new AbortController();
       const onAbort = () => ac.abort();
       signal.addEventListener("abort", onAbort, { once: true });
@@ -431,8 +454,16 @@ export class AgentIdentity {
       });
       return this.#external ? Number.POSITIVE_INFINITY : at.getTime() - now.getTime();
     }
+    // Never renew in a loop: a server whose signing CA expires soon issues certificates that are due at
+    // once (a child never outlives its issuer); space renewals by 5% of the lifetime (1 s to 1 h).
+    const life = cur.notAfter.getTime() - this.effectiveValidity(cur).notBefore.getTime();
+    const gap = Math.min(3600_000, Math.max(1000, life * 0.05));
+    if (this.#lastRenewal !== undefined && now.getTime() - this.#lastRenewal < gap) {
+      return gap - (now.getTime() - this.#lastRenewal);
+    }
     try {
       const creds = await this.renew(signal);
+      this.#lastRenewal = this.#o.clock.now().getTime();
       this.#backoff.reset();
       this.#setStatus({ state: "ready", serial: creds.serial, notAfter: creds.notAfter });
       return 0;

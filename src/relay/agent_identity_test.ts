@@ -109,9 +109,12 @@ Deno.test("renewal loop: renews inside the window, publishes the new pair, never
   const loop = a.run(ac.signal);
   try {
     const at = a.renewalTime(first);
-    const life = first.notAfter.getTime() - first.notBefore.getTime();
+    // The lifetime counts from when we got it, not from the backdated notBefore.
+    const got = s.clock.now().getTime();
+    assertEquals(a.effectiveValidity(first).notBefore.getTime(), got);
+    const life = first.notAfter.getTime() - got;
     // random 0.5 → the middle of [70%, 90%] of the lifetime.
-    assertEquals(at.getTime(), first.notBefore.getTime() + Math.round(life * 0.8));
+    assert(Math.abs(at.getTime() - (got + life * 0.8)) <= 1, `${at.toISOString()}`);
     await s.clock.waitForSleepers(1);
     await s.clock.advance(at.getTime() - s.clock.now().getTime() - 60_000);
     await s.clock.waitForSleepers(1);
@@ -274,4 +277,20 @@ Deno.test("a certificate for another cluster in the secret is ignored and replac
   const creds = await a.ensure();
   assert(log.lines.some((l) => l.level === "error" && String(l.error).includes("not for cluster")));
   assertEquals(creds.certificate.subject.includes("cluster-1"), true);
+});
+
+Deno.test("short-lived certificates: the window ignores the backdated notBefore, and a restart agrees", async () => {
+  const s = await setup({ ttlMs: 6000 });
+  const store = new MemorySecretStore();
+  const a = agent(s, { store, random: () => 0 });
+  const c = await a.ensure();
+  const now = s.clock.now().getTime();
+  assert(c.notBefore.getTime() < now - 60_000, "our CA backdates notBefore");
+  const inMs = a.renewalTime(c).getTime() - now;
+  assert(inMs > 3000 && inMs < 6000, `renews ${inMs} ms after issue, inside the 6 s lifetime`);
+  // A restarted agent (no memory of when it got the cert) computes nearly the same moment.
+  const b = agent(s, { store, random: () => 0 });
+  const again = await b.ensure();
+  const restartMs = b.renewalTime(again).getTime() - now;
+  assert(restartMs > 3000 && restartMs < 6000, `after a restart: ${restartMs} ms`);
 });
