@@ -1,0 +1,323 @@
+/**
+ * Every security mode of the seeds, end to end with real processes on 127.0.0.1: a server and an agent
+ * started the way users start them, the agent's applier ending up with cluster-1's desired state.
+ */
+import { assert, assertEquals } from "../src/testing/assert.ts";
+import {
+  appliedFiles,
+  EXAMPLES,
+  killAll,
+  metricValue,
+  type Proc,
+  runCli,
+  startAgent,
+  startServer,
+  waitFor,
+  workspace,
+} from "./relay_e2e_harness.ts";
+
+/** What cluster-1 must end up with from examples/config (prod-baseline + eu-settings). */
+const CLUSTER_1_DESIRED = [
+  "_cluster/Namespace.v1.mesh-config.yaml",
+  "apps/ConfigMap.v1.region-settings.yaml",
+  "istio-system/PeerAuthentication.security.istio.io_v1.default.yaml",
+];
+
+async function converged(applyDir: string): Promise<void> {
+  await waitFor(`cluster-1's desired state in ${applyDir}`, async () => {
+    const files = await appliedFiles(applyDir);
+    return CLUSTER_1_DESIRED.every((f) => files.includes(f));
+  });
+}
+
+const agentCommon = (ws: string) => [
+  "--cluster",
+  "cluster-1",
+  "--discovery-dir",
+  `${EXAMPLES}/clusters/cluster-1`,
+  "--apply-dir",
+  `${ws}/apply-1`,
+];
+
+Deno.test("insecure mode: plaintext, loud warnings on both sides, config applied", async () => {
+  const ws = await workspace("insecure");
+  let server: Proc | undefined, agent: Proc | undefined;
+  try {
+    const s = await startServer([
+      "--insecure",
+      "--config-dir",
+      ws.config,
+      "--port",
+      "0",
+      "--no-metrics",
+      "--no-warmup",
+    ]);
+    server = s.proc;
+    assert(server.lines.some((l) => l.level === "warn" && l.msg.startsWith("INSECURE MODE")));
+    agent = startAgent(["--insecure", "--server-address", `127.0.0.1:${s.port}`, ...agentCommon(ws.dir)]);
+    await converged(`${ws.dir}/apply-1`);
+    assert(agent.lines.some((l) => l.level === "warn" && l.msg.startsWith("INSECURE MODE")));
+  } finally {
+    await killAll(server, agent);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("simple TLS with a generated server certificate and the shared token", async () => {
+  const ws = await workspace("tls");
+  let server: Proc | undefined, agent: Proc | undefined;
+  try {
+    const s = await startServer([
+      "--tls-mode",
+      "tls",
+      "--secrets-dir",
+      `${ws.dir}/server`,
+      "--config-dir",
+      ws.config,
+      "--port",
+      "0",
+      "--no-metrics",
+      "--no-warmup",
+    ]);
+    server = s.proc;
+    assert(server.lines.some((l) => l.level === "warn" && l.msg.includes("any holder of the token")));
+    agent = startAgent([
+      "--tls-mode",
+      "tls",
+      "--server-address",
+      `127.0.0.1:${s.port}`,
+      "--root-ca",
+      `${ws.dir}/server/relay-root-tls-secret/ca.crt`,
+      "--token-file",
+      `${ws.dir}/server/relay-identity-token-secret/token`,
+      ...agentCommon(ws.dir),
+    ]);
+    await converged(`${ws.dir}/apply-1`);
+    // No client certificate exists in this mode.
+    assertEquals(
+      await Deno.stat(`${ws.dir}/server/relay-tls-signing-secret`).then(() => true, () => false),
+      false,
+    );
+  } finally {
+    await killAll(server, agent);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("simple TLS with a bring-your-own server certificate (certs init output, custom secret name, --authority)", async () => {
+  const ws = await workspace("tls-byo");
+  let server: Proc | undefined, agent: Proc | undefined;
+  try {
+    const pki = `${ws.dir}/pki`;
+    const init = await runCli("certs", ["init", "--out", pki, "--server-dns", "relay.example.test"]);
+    assertEquals(init.code, 0, init.stderr);
+    // cert-manager style: the server certificate under a custom secret name, issued for the ingress name.
+    const custom = await runCli("certs", [
+      "server",
+      "--pki",
+      pki,
+      "--out",
+      pki,
+      "--dns",
+      "relay.example.test",
+      "--secret-name",
+      "relay-server-tls-secret-custom",
+    ]);
+    assertEquals(custom.code, 0, custom.stderr);
+    await Deno.remove(`${pki}/relay-server-tls-secret`, { recursive: true });
+    const s = await startServer([
+      "--tls-mode",
+      "tls",
+      "--secrets-dir",
+      pki,
+      "--server-secret",
+      "relay-server-tls-secret-custom",
+      "--disable-ca-generation",
+      "--disable-token-generation",
+      "--config-dir",
+      ws.config,
+      "--port",
+      "0",
+      "--no-metrics",
+      "--no-warmup",
+    ]);
+    server = s.proc;
+    assert(!server.lines.some((l) => l.msg === "created secret"), "nothing generated");
+    agent = startAgent(
+      [
+        "--tls-mode",
+        "tls",
+        "--server-address",
+        `127.0.0.1:${s.port}`,
+        "--authority",
+        "relay.example.test",
+        "--root-ca",
+        `${pki}/relay-root-tls-secret/ca.crt`,
+        ...agentCommon(ws.dir),
+      ],
+      "agent",
+      { MESHRELAY_TOKEN: (await Deno.readTextFile(`${pki}/relay-identity-token-secret/token`)).trim() },
+    );
+    await converged(`${ws.dir}/apply-1`);
+  } finally {
+    await killAll(server, agent);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("mTLS with generated CAs: bootstrap with the token, then mTLS; cluster cert chains to the root", async () => {
+  const ws = await workspace("mtls");
+  let server: Proc | undefined, agent: Proc | undefined;
+  try {
+    const s = await startServer([
+      "--secrets-dir",
+      `${ws.dir}/server`,
+      "--config-dir",
+      ws.config,
+      "--port",
+      "0",
+      "--metrics-port",
+      "0",
+      "--no-warmup",
+    ]);
+    server = s.proc;
+    agent = startAgent([
+      "--server-address",
+      `127.0.0.1:${s.port}`,
+      "--secrets-dir",
+      `${ws.dir}/agent`,
+      "--root-ca",
+      `${ws.dir}/server/relay-root-tls-secret/ca.crt`,
+      "--token-file",
+      `${ws.dir}/server/relay-identity-token-secret/token`,
+      ...agentCommon(ws.dir),
+    ]);
+    await agent.waitForLine((l) => l.msg === "bootstrapped: client certificate issued", "bootstrapped");
+    await converged(`${ws.dir}/apply-1`);
+    const verify = await new Deno.Command("openssl", {
+      args: [
+        "verify",
+        "-x509_strict",
+        "-purpose",
+        "sslclient",
+        "-CAfile",
+        `${ws.dir}/server/relay-root-tls-secret/ca.crt`,
+        "-untrusted",
+        `${ws.dir}/agent/relay-client-tls-secret/tls.crt`,
+        `${ws.dir}/agent/relay-client-tls-secret/tls.crt`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assertEquals(verify.code, 0, new TextDecoder().decode(verify.stderr));
+    assertEquals(await metricValue(s.metricsPort!, "meshrelay_client_certificates_issued_total"), 1);
+    assert(
+      await metricValue(s.metricsPort!, "meshrelay_client_cert_expiry_seconds", { cluster: "cluster-1" }) >
+        300 * 86400,
+    );
+    assertEquals(await metricValue(s.metricsPort!, "relay_push_clients_connected"), 1);
+  } finally {
+    await killAll(server, agent);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("bring-your-own CAs with automatic client certificates (certs init output as the server's store)", async () => {
+  const ws = await workspace("byo-ca");
+  let server: Proc | undefined, agent: Proc | undefined;
+  try {
+    const pki = `${ws.dir}/pki`;
+    const init = await runCli("certs", [
+      "init",
+      "--out",
+      pki,
+      "--server-dns",
+      "localhost",
+      "--server-ip",
+      "127.0.0.1",
+    ]);
+    assertEquals(init.code, 0, init.stderr);
+    const s = await startServer([
+      "--secrets-dir",
+      pki,
+      "--disable-ca-generation",
+      "--disable-token-generation",
+      "--config-dir",
+      ws.config,
+      "--port",
+      "0",
+      "--no-metrics",
+      "--no-warmup",
+    ]);
+    server = s.proc;
+    assert(!server.lines.some((l) => l.msg === "created secret"), "the server used the given PKI as is");
+    agent = startAgent([
+      "--server-address",
+      `localhost:${s.port}`,
+      "--secrets-dir",
+      `${ws.dir}/agent`,
+      "--root-ca",
+      `${pki}/relay-root-tls-secret/ca.crt`,
+      "--token-file",
+      `${pki}/relay-identity-token-secret/token`,
+      ...agentCommon(ws.dir),
+    ]);
+    await agent.waitForLine((l) => l.msg === "bootstrapped: client certificate issued", "bootstrapped");
+    await converged(`${ws.dir}/apply-1`);
+    const issuer = await new Deno.Command("openssl", {
+      args: ["x509", "-noout", "-issuer", "-in", `${ws.dir}/agent/relay-client-tls-secret/tls.crt`],
+      stdout: "piped",
+    }).output();
+    assert(new TextDecoder().decode(issuer.stdout).includes("meshrelay relay signing CA"));
+  } finally {
+    await killAll(server, agent);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("bring-your-own CAs and client certificates, no token anywhere", async () => {
+  const ws = await workspace("byo-client");
+  let server: Proc | undefined, agent: Proc | undefined;
+  try {
+    const pki = `${ws.dir}/pki`;
+    assertEquals((await runCli("certs", ["init", "--out", pki, "--server-dns", "localhost"])).code, 0);
+    const client = await runCli("certs", [
+      "agent",
+      "--cluster",
+      "cluster-1",
+      "--pki",
+      pki,
+      "--out",
+      `${ws.dir}/agent`,
+    ]);
+    assertEquals(client.code, 0, client.stderr);
+    // No token on either side, and the server does not sign (--disable-ca).
+    await Deno.remove(`${pki}/relay-identity-token-secret`, { recursive: true });
+    const s = await startServer([
+      "--secrets-dir",
+      pki,
+      "--disable-ca",
+      "--disable-ca-generation",
+      "--disable-token-generation",
+      "--config-dir",
+      ws.config,
+      "--port",
+      "0",
+      "--no-metrics",
+      "--no-warmup",
+    ]);
+    server = s.proc;
+    agent = startAgent([
+      "--server-address",
+      `localhost:${s.port}`,
+      "--secrets-dir",
+      `${ws.dir}/agent`,
+      ...agentCommon(ws.dir),
+    ]);
+    await converged(`${ws.dir}/apply-1`);
+    assert(!agent.lines.some((l) => String(l.msg).includes("bootstrap")), "never bootstrapped");
+  } finally {
+    await killAll(server, agent);
+    await ws.cleanup();
+  }
+});
