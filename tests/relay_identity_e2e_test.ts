@@ -1,0 +1,305 @@
+/**
+ * Identity end to end with real processes: per-cluster tokens, wrong tokens and the rate limit, the
+ * cluster identity coming only from the certificate, expired certificates and recovery, and rotation
+ * with a short client certificate lifetime.
+ */
+import { assert, assertEquals } from "../src/testing/assert.ts";
+import {
+  appliedFiles,
+  EXAMPLES,
+  killAll,
+  metricValue,
+  type Proc,
+  rawSyncFirstMessage,
+  runCli,
+  sleep,
+  startAgent,
+  startServer,
+  waitFor,
+  workspace,
+} from "./relay_e2e_harness.ts";
+
+const UNAUTHENTICATED = 16;
+
+function agentArgs(
+  ws: string,
+  cluster: string,
+  port: number,
+  secrets: string,
+  extra: string[] = [],
+): string[] {
+  return [
+    "--cluster",
+    cluster,
+    "--server-address",
+    `127.0.0.1:${port}`,
+    "--secrets-dir",
+    secrets,
+    "--root-ca",
+    `${ws}/server/relay-root-tls-secret/ca.crt`,
+    "--discovery-dir",
+    `${EXAMPLES}/clusters/${cluster}`,
+    "--apply-dir",
+    `${ws}/apply-${cluster}-${secrets.split("/").pop()}`,
+    ...extra,
+  ];
+}
+
+function serverArgs(ws: string, config: string, extra: string[] = []): string[] {
+  return [
+    "--secrets-dir",
+    `${ws}/server`,
+    "--config-dir",
+    config,
+    "--port",
+    "0",
+    "--metrics-port",
+    "0",
+    "--no-warmup",
+    ...extra,
+  ];
+}
+
+const isError = (needle: string) => (l: { level: string; msg: string }) =>
+  l.level === "error" && l.msg.includes(needle);
+
+Deno.test("per-cluster bootstrap token: bound to its cluster, single use", async () => {
+  const ws = await workspace("token");
+  const procs: Proc[] = [];
+  try {
+    const s = await startServer(serverArgs(ws.dir, ws.config, ["--disable-token-generation"]));
+    procs.push(s.proc);
+    const created = await runCli("server", [
+      "token",
+      "create",
+      "--cluster",
+      "cluster-1",
+      "--ttl",
+      "10m",
+      "--secrets-dir",
+      `${ws.dir}/server`,
+    ]);
+    assertEquals(created.code, 0, created.stderr);
+    const token = created.stdout.trim();
+    assert(token.startsWith("mrbt."), token);
+
+    // Another cluster cannot use it.
+    const thief = startAgent(agentArgs(ws.dir, "cluster-2", s.port, `${ws.dir}/a2`), "cluster-2", {
+      MESHRELAY_TOKEN: token,
+    });
+    procs.push(thief);
+    await thief.waitForLine(isError("bound to another cluster"), "token bound to another cluster");
+
+    const first = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "first", {
+      MESHRELAY_TOKEN: token,
+    });
+    procs.push(first);
+    await first.waitForLine((l) => l.msg === "bootstrapped: client certificate issued", "bootstrapped");
+    await waitFor(
+      "cluster-1 applied",
+      async () => (await appliedFiles(`${ws.dir}/apply-cluster-1-a1`)).length >= 3,
+    );
+
+    const second = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/b1`), "second", {
+      MESHRELAY_TOKEN: token,
+    });
+    procs.push(second);
+    await second.waitForLine(isError("was already used"), "token already used");
+    assert(
+      await metricValue(s.metricsPort!, "meshrelay_bootstrap_failures_total", {
+        reason: "unauthenticated",
+      }) >= 1,
+    );
+    assert(
+      await metricValue(s.metricsPort!, "meshrelay_bootstrap_failures_total", {
+        reason: "permission_denied",
+      }) >= 1,
+    );
+    const list = await runCli("server", ["token", "list", "--secrets-dir", `${ws.dir}/server`]);
+    assert(list.stdout.includes("cluster-1") && list.stdout.includes("used "), list.stdout);
+    assert(!list.stdout.includes(token.split(".")[2]), "token list never shows the token");
+  } finally {
+    await killAll(...procs);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("wrong token: refused, counted, then rate limited per peer address", async () => {
+  const ws = await workspace("wrong-token");
+  const procs: Proc[] = [];
+  try {
+    const s = await startServer(
+      serverArgs(ws.dir, ws.config, [
+        "--bootstrap-failure-burst",
+        "2",
+        "--bootstrap-failures-per-minute",
+        "1",
+      ]),
+    );
+    procs.push(s.proc);
+    const agent = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "agent", {
+      MESHRELAY_TOKEN: "not-the-token",
+    });
+    procs.push(agent);
+    await agent.waitForLine(isError("invalid bootstrap token"), "invalid token");
+    await agent.waitForLine(isError("too many failed attempts"), "rate limited", 30_000);
+    assert(
+      await metricValue(s.metricsPort!, "meshrelay_bootstrap_failures_total", {
+        reason: "unauthenticated",
+      }) >= 2,
+    );
+    assert(
+      await metricValue(s.metricsPort!, "meshrelay_bootstrap_failures_total", {
+        reason: "resource_exhausted",
+      }) >= 1,
+    );
+    assert(!agent.raw.some((l) => l.includes("not-the-token")), "the token is never logged");
+    assert(!s.proc.raw.some((l) => l.includes("not-the-token")), "the token is never logged");
+  } finally {
+    await killAll(...procs);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("the cluster identity is the certificate's SAN: cluster-2's certificate only ever reads cluster-2", async () => {
+  const ws = await workspace("other-cluster");
+  const procs: Proc[] = [];
+  try {
+    const s = await startServer(serverArgs(ws.dir, ws.config));
+    procs.push(s.proc);
+    const token = (await Deno.readTextFile(`${ws.dir}/server/relay-identity-token-secret/token`)).trim();
+    const a2 = startAgent(agentArgs(ws.dir, "cluster-2", s.port, `${ws.dir}/a2`), "cluster-2", {
+      MESHRELAY_TOKEN: token,
+    });
+    procs.push(a2);
+    await a2.waitForLine((l) => l.msg === "in sync with the server", "cluster-2 in sync");
+    const files2 = await appliedFiles(`${ws.dir}/apply-cluster-2-a2`);
+    assert(
+      !files2.includes("apps/ConfigMap.v1.region-settings.yaml"),
+      "cluster-1's config never reaches cluster-2",
+    );
+
+    const rootPem = await Deno.readTextFile(`${ws.dir}/server/relay-root-tls-secret/ca.crt`);
+    const c2 = {
+      certPem: await Deno.readTextFile(`${ws.dir}/a2/relay-client-tls-secret/tls.crt`),
+      keyPem: await Deno.readTextFile(`${ws.dir}/a2/relay-client-tls-secret/tls.key`),
+    };
+    // Claiming cluster-1 in metadata changes nothing: the stream is cluster-2's.
+    const r = await rawSyncFirstMessage({
+      port: s.port,
+      rootPem,
+      client: c2,
+      metadata: { "x-meshrelay-cluster": "cluster-1" },
+    });
+    assertEquals(r.welcome, "cluster-2");
+    // Without a certificate, no Sync at all.
+    const anon = await rawSyncFirstMessage({
+      port: s.port,
+      rootPem,
+      metadata: { "x-meshrelay-cluster": "cluster-1" },
+    });
+    assertEquals(anon.code, UNAUTHENTICATED);
+
+    // An agent for cluster-1 handed cluster-2's secret does not use it (and has no token to get its own).
+    await Deno.mkdir(`${ws.dir}/a1`);
+    await Deno.rename(`${ws.dir}/a2/relay-client-tls-secret`, `${ws.dir}/a1/relay-client-tls-secret`);
+    const a1 = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "cluster-1");
+    procs.push(a1);
+    await a1.waitForLine(
+      (l) => l.level === "error" && String(l.error ?? "").includes("not for cluster"),
+      "foreign cert refused",
+    );
+    await a1.waitForLine(isError("no bootstrap token"), "waiting for credentials");
+    assertEquals(await appliedFiles(`${ws.dir}/apply-cluster-1-a1`), []);
+  } finally {
+    await killAll(...procs);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("expired certificate: refused by the server; the agent says so without a token and recovers with one", async () => {
+  const ws = await workspace("expired");
+  const procs: Proc[] = [];
+  try {
+    const s = await startServer(serverArgs(ws.dir, ws.config, ["--client-cert-ttl", "4s"]));
+    procs.push(s.proc);
+    const token = (await Deno.readTextFile(`${ws.dir}/server/relay-identity-token-secret/token`)).trim();
+    const first = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "first", {
+      MESHRELAY_TOKEN: token,
+    });
+    procs.push(first);
+    await first.waitForLine((l) => l.msg === "bootstrapped: client certificate issued", "bootstrapped");
+    await first.kill9(); // offline before it could renew
+    const certPem = await Deno.readTextFile(`${ws.dir}/a1/relay-client-tls-secret/tls.crt`);
+    const keyPem = await Deno.readTextFile(`${ws.dir}/a1/relay-client-tls-secret/tls.key`);
+    await sleep(4500);
+    const rootPem = await Deno.readTextFile(`${ws.dir}/server/relay-root-tls-secret/ca.crt`);
+    const r = await rawSyncFirstMessage({ port: s.port, rootPem, client: { certPem, keyPem } });
+    assertEquals(r.code, UNAUTHENTICATED, JSON.stringify(r));
+
+    const noToken = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "no-token");
+    procs.push(noToken);
+    await noToken.waitForLine(isError("expired"), "expired and no token");
+    await noToken.kill9();
+
+    const withToken = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "with-token", {
+      MESHRELAY_TOKEN: token,
+    });
+    procs.push(withToken);
+    await withToken.waitForLine(
+      (l) => l.msg === "client certificate expired; bootstrapping again",
+      "re-bootstrap",
+    );
+    await withToken.waitForLine((l) => l.msg === "in sync with the server", "in sync again");
+  } finally {
+    await killAll(...procs);
+    await ws.cleanup();
+  }
+});
+
+Deno.test("rotation with a short client certificate lifetime: renewed over mTLS, reconnected, still in sync", async () => {
+  const ws = await workspace("rotation");
+  const procs: Proc[] = [];
+  try {
+    const s = await startServer(serverArgs(ws.dir, ws.config, ["--client-cert-ttl", "5s"]));
+    procs.push(s.proc);
+    const token = (await Deno.readTextFile(`${ws.dir}/server/relay-identity-token-secret/token`)).trim();
+    const agent = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "agent", {
+      MESHRELAY_TOKEN: token,
+    });
+    procs.push(agent);
+    await agent.waitForLine((l) => l.msg === "bootstrapped: client certificate issued", "bootstrapped");
+    await waitFor(
+      "two renewals",
+      () => agent.lines.filter((l) => l.msg === "client certificate renewed").length >= 2,
+      30_000,
+    );
+    const serials = agent.lines.filter((l) => l.msg === "using new client certificate").map((l) => l.serial);
+    assert(new Set(serials).size >= 3, JSON.stringify(serials));
+    const mark = agent.mark;
+    await agent.waitForLine(
+      (l) => l.msg === "in sync with the server",
+      "in sync after a renewal",
+      15_000,
+      mark,
+    );
+    assert(
+      await metricValue(s.metricsPort!, "meshrelay_client_certificates_issued_total", { rpc: "renew" }) >= 2,
+    );
+    // Renewal never needed the token again: only one bootstrap.
+    assertEquals(agent.lines.filter((l) => l.msg === "bootstrapped: client certificate issued").length, 1);
+    assertEquals(
+      s.proc.lines.filter((l) => l.msg === "issued client certificate" && l.rpc === "bootstrap").length,
+      1,
+    );
+    // The certificate the server now sees is the newest.
+    const last = String(serials[serials.length - 1]);
+    await waitFor(
+      "server saw the newest certificate",
+      () => s.proc.lines.some((l) => l.msg === "issued client certificate" && l.serial === last),
+    );
+  } finally {
+    await killAll(...procs);
+    await ws.cleanup();
+  }
+});
