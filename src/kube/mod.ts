@@ -56,3 +56,9 @@ export {
   type KubeApplierOptions,
   ORIGIN_ANNOTATION,
 } from "./kube_applier.ts";
+export {
+  CONFIG_KINDS,
+  declaredDocumentOf,
+  KubeConfigSource,
+  type KubeConfigSourceOptions,
+} from "./kube_config_source.ts";
