@@ -177,11 +177,14 @@ export class RelayServer {
       "meshrelay_client_cert_expiry_seconds",
       "Seconds until the client certificate an agent last connected with expires, by cluster.",
     );
+    /** The certificate each cluster last connected with, so a revoked one can be cut off at once. */
+    const inUse = new Map<string, { serial: string; notBefore: Date }>();
     let identify: Identify;
     if (mode === "mtls") {
       const byCert = certificateIdentify({ trust: () => tls!.trust, clock, isRegistered, revocations });
       identify = async (call) => {
         const id = await byCert(call);
+        if (id.serial && id.notBefore) inUse.set(id.cluster, { serial: id.serial, notBefore: id.notBefore });
         if (id.notAfter) {
           expiry.set(Math.round((id.notAfter.getTime() - clock.now().getTime()) / 1000), {
             cluster: id.cluster,
@@ -264,6 +267,7 @@ export class RelayServer {
       watchRegistry({
         hub,
         revocations,
+        inUse,
         clock,
         log,
         signal: abort.signal,
@@ -325,11 +329,13 @@ function errText(e: unknown): string {
 
 /**
  * Records deregistrations in the revocation list (the hub already closed the streams), and re-reads
- * the list so revocations made elsewhere (another replica, the CLI) apply here too.
+ * the list so revocations made elsewhere (another replica, the CLI) apply here too, closing the stream
+ * of a cluster whose current certificate was revoked.
  */
 async function watchRegistry(o: {
   hub: RelayHub;
   revocations: RevocationList;
+  inUse: Map<string, { serial: string; notBefore: Date }>;
   clock: Clock;
   log: Logger;
   signal: AbortSignal;
@@ -357,6 +363,15 @@ async function watchRegistry(o: {
       if (sinceRefresh >= o.refreshMs) {
         sinceRefresh = 0;
         await o.revocations.refresh();
+        // A certificate revoked elsewhere (`meshrelay server revoke`) stops working now, not at the
+        // agent's next reconnect.
+        for (const [cluster, cert] of o.inUse) {
+          const why = o.revocations.reasonRefused({ ...cert, cluster });
+          if (why) {
+            o.inUse.delete(cluster);
+            o.hub.disconnect(cluster, why);
+          }
+        }
       }
     } catch (e) {
       o.log.error("updating the revocation list failed; will retry", { error: errText(e) });
