@@ -1,0 +1,685 @@
+/**
+ * `deno task bench:relay`: the relay's scale figures, each next to a baseline measured in the same run.
+ *
+ * For each N (default 1000 and 5000 agents) it runs two phases on loopback:
+ * 1. baseline: `bench/baseline_server.ts` (bare grpc-js mTLS server in Deno) and N bare mTLS channels
+ *    with one bidi stream each (`bench/relay_loadgen.ts`): handshake storm, RSS per held stream,
+ *    broadcast latency, client-stream ingest;
+ * 2. meshrelay: a real `meshrelay server` process (own temp secrets and config dirs, N registered
+ *    KubernetesCluster documents) and N real agents (bootstrap with the shared token + CSR, then mTLS
+ *    Sync) simulated by one or more load-generator processes: bootstrap storm, RSS per agent,
+ *    fan-out latency from a config file change to "applied" in every agent, discovery ingest,
+ *    bytes of a reconnect by difference vs the full sync, and a reconnect storm after `kill -9`.
+ *
+ * Prints a table and writes JSON (`--out`, default bench/results/latest.json).
+ *
+ * Usage: deno task bench:relay [--agents 1000,5000] [--quick] [--rounds 5] [--ingest 20]
+ *        [--per-loadgen 2500] [--out FILE]
+ * @module
+ */
+import { Command } from "commander";
+import { FileSecretStore } from "../src/store/mod.ts";
+import { makeTestPki } from "../src/relay/testing_pki.ts";
+import { FANOUT_CONFIGMAP } from "../bench/relay_loadgen.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname;
+const now = (): number => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const dec = new TextDecoder();
+
+// ------------------------------------------------------------------ child processes
+
+/** A child driven by JSON lines (loadgen, baseline server). */
+class Driven {
+  readonly proc: Deno.ChildProcess;
+  readonly name: string;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #pending = new Map<number, (r: Record<string, unknown>) => void>();
+  #nextId = 1;
+  #ready: Promise<Record<string, unknown>>;
+
+  constructor(name: string, args: string[], stderrFile: string) {
+    this.name = name;
+    this.proc = new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: ROOT,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#writer = this.proc.stdin.getWriter();
+    void this.proc.stderr.pipeTo(
+      Deno.openSync(stderrFile, { write: true, create: true, append: true }).writable,
+    )
+      .catch(() => {});
+    let ready!: (r: Record<string, unknown>) => void;
+    this.#ready = new Promise((r) => ready = r);
+    const stdout = this.proc.stdout;
+    (async () => {
+      let buf = "";
+      for await (const chunk of stdout.pipeThrough(new TextDecoderStream())) {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          let msg: Record<string, unknown>;
+          try {
+            msg = JSON.parse(line);
+          } catch {
+            continue;
+          }
+          if (msg.event === "ready") ready(msg);
+          else if (typeof msg.id === "number") {
+            this.#pending.get(msg.id)?.(msg);
+            this.#pending.delete(msg.id);
+          }
+        }
+      }
+    })().catch(() => {});
+  }
+
+  ready(): Promise<Record<string, unknown>> {
+    return this.#ready;
+  }
+
+  // deno-lint-ignore no-explicit-any
+  async req(cmd: Record<string, unknown>): Promise<Record<string, any>> {
+    const id = this.#nextId++;
+    const p = new Promise<Record<string, unknown>>((r) => this.#pending.set(id, r));
+    await this.#writer.write(new TextEncoder().encode(JSON.stringify({ ...cmd, id }) + "\n"));
+    const r = await p;
+    if (!r.ok) throw new Error(`${this.name}: ${cmd.cmd}: ${r.error}`);
+    return r;
+  }
+
+  async kill(sig: Deno.Signal = "SIGKILL"): Promise<Deno.CommandStatus> {
+    try {
+      this.proc.kill(sig);
+    } catch {
+      // already gone
+    }
+    await this.#writer.close().catch(() => {});
+    return await this.proc.status;
+  }
+}
+
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return m ? Number(m[1]) * 1024 : NaN;
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return p;
+}
+
+async function metric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (line.startsWith(name + " ") || line.startsWith(name + "{")) sum += Number(line.split(" ").pop());
+  }
+  return sum;
+}
+
+// ------------------------------------------------------------------ statistics
+
+function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}
+
+function latencies(times: (number | null)[], t0: number): { values: number[]; missing: number } {
+  const values = times.filter((t): t is number => t !== null).map((t) => t - t0);
+  return { values, missing: times.length - values.length };
+}
+
+/** Counts per 1-second bucket after `t0`. */
+function timeline(times: (number | null)[], t0: number): number[] {
+  const out: number[] = [];
+  for (const t of times) {
+    if (t === null) continue;
+    const b = Math.max(0, Math.floor((t - t0) / 1000));
+    while (out.length <= b) out.push(0);
+    out[b]++;
+  }
+  return out;
+}
+
+const r1 = (x: number) => Math.round(x * 10) / 10;
+const r3 = (x: number) => Math.round(x * 1000) / 1000;
+
+// ------------------------------------------------------------------ fixture
+
+function configDocs(clusters: string[], stamp: string): { clusters: string; fanout: string } {
+  const cl = clusters.map((c) =>
+    `apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: ${c}\n  labels:\n    env: bench\n`
+  ).join("---\n");
+  const pad = "x".repeat(800);
+  const objects = [
+    `    - apiVersion: v1\n      kind: ConfigMap\n      metadata:\n        name: ${FANOUT_CONFIGMAP}\n        namespace: bench\n      data:\n        stamp: "${stamp}"\n        pad: "${pad}"\n`,
+    ...[1, 2, 3, 4].map((i) =>
+      `    - apiVersion: v1\n      kind: ConfigMap\n      metadata:\n        name: static-${i}\n        namespace: bench\n      data:\n        pad: "${pad}"\n`
+    ),
+  ].join("");
+  const fanout =
+    `apiVersion: meshrelay.io/v1alpha1\nkind: ClusterConfig\nmetadata:\n  name: bench\nspec:\n  clusterSelector:\n    matchLabels:\n      env: bench\n  objects:\n${objects}`;
+  return { clusters: cl, fanout };
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  await Deno.writeTextFile(path + ".tmp", text);
+  await Deno.rename(path + ".tmp", path);
+}
+
+// ------------------------------------------------------------------ one N
+
+interface Options {
+  rounds: number;
+  ingest: number;
+  perLoadgen: number;
+  keep: boolean;
+}
+
+function split<T>(xs: T[], per: number): T[][] {
+  const n = Math.max(1, Math.ceil(xs.length / per));
+  return Array.from({ length: n }, (_, i) => xs.filter((_, j) => j % n === i));
+}
+
+async function all(gens: Driven[], cmd: Record<string, unknown>) {
+  return await Promise.all(gens.map((g) => g.req(cmd)));
+}
+
+const concat = <T>(rs: Record<string, T[]>[], key: string): T[] => rs.flatMap((r) => r[key] ?? []);
+
+function startLoadgens(count: number, tmp: string): Driven[] {
+  return Array.from(
+    { length: count },
+    (_, i) => new Driven(`loadgen-${i}`, ["run", "-A", "bench/relay_loadgen.ts"], `${tmp}/loadgen-${i}.log`),
+  );
+}
+
+async function stopAll(gens: Driven[]): Promise<void> {
+  await Promise.all(gens.map((g) => g.req({ cmd: "stop" }).catch(() => {})));
+  await Promise.all(gens.map((g) => g.kill("SIGTERM")));
+}
+
+function log(msg: string): void {
+  console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+}
+
+// deno-lint-ignore no-explicit-any
+type Json = Record<string, any>;
+
+async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promise<Json> {
+  const port = freePort();
+  const srv = new Driven("baseline", [
+    "run",
+    "-A",
+    "bench/baseline_server.ts",
+    "--port",
+    String(port),
+    "--cert",
+    pem.certFile,
+    "--key",
+    pem.keyFile,
+    "--ca",
+    pem.caFile,
+  ], `${tmp}/baseline.log`);
+  await srv.ready();
+  await sleep(1000);
+  const rss0 = rssOf(srv.proc.pid);
+  const gens = startLoadgens(Math.ceil(n / o.perLoadgen), tmp);
+  try {
+    await Promise.all(gens.map((g) => g.ready()));
+    const sizes = split(Array.from({ length: n }, (_, i) => i), o.perLoadgen).map((x) => x.length);
+    const t0 = now();
+    await Promise.all(gens.map((g, i) =>
+      g.req({
+        cmd: "baseline",
+        port,
+        n: sizes[i],
+        rootCaPem: pem.rootPem,
+        certPem: pem.clientChain,
+        keyPem: pem.clientKey,
+      })
+    ));
+    const open = await all(gens, { cmd: "waitBaselineOpen", timeoutMs: 60_000 + n * 100 });
+    const openLat = latencies(concat(open, "times"), t0);
+    const storm = Math.max(...openLat.values) / 1000;
+    log(`baseline: ${openLat.values.length}/${n} streams open in ${r1(storm)} s`);
+    await sleep(2000);
+    const rssN = rssOf(srv.proc.pid);
+
+    const fan: number[] = [];
+    for (let r = 0; r < o.rounds; r++) {
+      const stamp = `b${r}`;
+      const b = await srv.req({ cmd: "broadcast", stamp, bytes: 1100 });
+      const got = await all(gens, { cmd: "waitBaselineStamp", stamp, timeoutMs: 30_000 });
+      fan.push(...latencies(concat(got, "times"), b.t0).values);
+      await sleep(300);
+    }
+
+    const before = (await srv.req({ cmd: "counts" })).received as number;
+    const ing = await all(gens, { cmd: "baselineIngest", perStream: o.ingest, bytes: 300 });
+    const done = await srv.req({ cmd: "waitReceived", count: before + n * o.ingest, timeoutMs: 120_000 });
+    const ingestRate = (n * o.ingest) / ((done.t - Math.min(...ing.map((x) => x.t0))) / 1000);
+    return {
+      streamsOpen: openLat.values.length,
+      handshakeStormSeconds: r3(storm),
+      handshakesPerSecond: r1(openLat.values.length / storm),
+      rssIdleBytes: rss0,
+      rssBytes: rssN,
+      rssPerStreamBytes: Math.round((rssN - rss0) / n),
+      fanoutP50Ms: r1(quantile(fan, 0.5)),
+      fanoutP99Ms: r1(quantile(fan, 0.99)),
+      fanoutSamples: fan.length,
+      ingestMessagesPerSecond: Math.round(ingestRate),
+      ingestComplete: done.ok,
+    };
+  } finally {
+    await stopAll(gens);
+    await srv.kill("SIGKILL");
+  }
+}
+
+class RelayProcess {
+  proc?: Deno.ChildProcess;
+  constructor(readonly args: string[], readonly logFile: string, readonly metricsPort: number) {}
+
+  async start(): Promise<number> {
+    const t0 = now();
+    this.proc = new Deno.Command(Deno.execPath(), {
+      args: this.args,
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const f = Deno.openSync(this.logFile, { write: true, create: true, append: true });
+    void this.proc.stdout.pipeTo(f.writable).catch(() => {});
+    void this.proc.stderr.pipeTo(Deno.openSync(this.logFile, { write: true, append: true }).writable)
+      .catch(() => {});
+    for (let i = 0; i < 600; i++) {
+      try {
+        const r = await fetch(`http://127.0.0.1:${this.metricsPort}/readyz`);
+        await r.body?.cancel();
+        if (r.status === 200) return now() - t0;
+      } catch {
+        // not listening yet
+      }
+      await sleep(50);
+    }
+    throw new Error("meshrelay server did not become ready in 30 s");
+  }
+
+  async kill(sig: Deno.Signal): Promise<Deno.CommandStatus> {
+    try {
+      this.proc!.kill(sig);
+    } catch {
+      // gone
+    }
+    return await this.proc!.status;
+  }
+}
+
+async function runRelay(n: number, o: Options, tmp: string, rootPem: string, token: string): Promise<Json> {
+  const clusters = Array.from({ length: n }, (_, i) => `bench-${String(i).padStart(5, "0")}`);
+  const configDir = `${tmp}/config`;
+  await Deno.mkdir(configDir, { recursive: true });
+  const docs = configDocs(clusters, "m-initial");
+  await writeAtomic(`${configDir}/clusters.yaml`, docs.clusters);
+  await writeAtomic(`${configDir}/fanout.yaml`, docs.fanout);
+
+  const port = freePort();
+  const mport = freePort();
+  const server = new RelayProcess(
+    [
+      "run",
+      "-A",
+      "mod.ts",
+      "server",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--metrics-host",
+      "127.0.0.1",
+      "--metrics-port",
+      String(mport),
+      "--secrets-dir",
+      `${tmp}/secrets`,
+      "--config-dir",
+      configDir,
+      "--log-level",
+      "warn",
+    ],
+    `${tmp}/server.log`,
+    mport,
+  );
+  const startupMs = await server.start();
+  await sleep(1000);
+  const rss0 = rssOf(server.proc!.pid);
+  log(`meshrelay: server ready in ${Math.round(startupMs)} ms, RSS ${Math.round(rss0 / 2 ** 20)} MiB`);
+
+  const groups = split(clusters, o.perLoadgen);
+  const gens = startLoadgens(groups.length, tmp);
+  const result: Json = { serverStartupMs: Math.round(startupMs), rssIdleBytes: rss0 };
+  try {
+    await Promise.all(gens.map((g) => g.ready()));
+    // --- bootstrap storm
+    const t0 = now();
+    await Promise.all(
+      gens.map((g, i) =>
+        g.req({ cmd: "agents", clusters: groups[i], serverPort: port, rootCaPem: rootPem, token })
+      ),
+    );
+    const synced = await all(gens, { cmd: "waitSynced", timeoutMs: 120_000 + n * 100 });
+    const syncLat = latencies(concat(synced, "times"), t0);
+    const bootLat = latencies(concat(synced, "bootstrapped"), t0);
+    const connected = await metric(mport, "relay_push_clients_connected");
+    const issued = await metric(mport, "meshrelay_client_certificates_issued_total");
+    const bootSeconds = Math.max(...bootLat.values) / 1000;
+    const allSynced = Math.max(...syncLat.values) / 1000;
+    log(
+      `meshrelay: ${syncLat.values.length}/${n} agents in sync after ${r1(allSynced)} s ` +
+        `(certificates issued ${issued}, connected ${connected})`,
+    );
+    Object.assign(result, {
+      agentsSynced: syncLat.values.length,
+      certificatesIssued: issued,
+      bootstrapStormSeconds: r3(bootSeconds),
+      csrsSignedPerSecond: r1(bootLat.values.length / bootSeconds),
+      allConnectedSeconds: r3(allSynced),
+      bootstrapP50Ms: r1(quantile(bootLat.values, 0.5)),
+      syncedP50Ms: r1(quantile(syncLat.values, 0.5)),
+      bootstrapTimeline: timeline(concat(synced, "times"), t0),
+    });
+    await sleep(3000);
+    const rssN = rssOf(server.proc!.pid);
+    result.connectedHeld = await metric(mport, "relay_push_clients_connected");
+    result.rssBytes = rssN;
+    result.rssPerAgentBytes = Math.round((rssN - rss0) / n);
+    const fullDesiredBytes = await metric(mport, "meshrelay_sync_bytes_sent_total");
+    const stats0 = await all(gens, { cmd: "stats" });
+    const fullDiscoveryBytes = stats0.reduce((s, x) => s + x.discoveryBytesSent, 0);
+    log(`meshrelay: RSS ${Math.round(rssN / 2 ** 20)} MiB with ${result.connectedHeld} agents held`);
+
+    // --- fan-out: a config file change until every agent applied it
+    const fan: number[] = [];
+    let fanMissing = 0;
+    for (let r = 0; r < o.rounds; r++) {
+      const stamp = `m${r}`;
+      const text = configDocs([], stamp).fanout;
+      const tc = now();
+      await writeAtomic(`${configDir}/fanout.yaml`, text);
+      const got = await all(gens, { cmd: "waitStamp", stamp, timeoutMs: 60_000 });
+      const l = latencies(concat(got, "times"), tc);
+      fan.push(...l.values);
+      fanMissing += l.missing;
+      await sleep(500);
+    }
+    Object.assign(result, {
+      fanoutP50Ms: r1(quantile(fan, 0.5)),
+      fanoutP99Ms: r1(quantile(fan, 0.99)),
+      fanoutMaxMs: r1(Math.max(...fan)),
+      fanoutSamples: fan.length,
+      fanoutMissing: fanMissing,
+    });
+    log(`meshrelay: fan-out p50 ${result.fanoutP50Ms} ms, p99 ${result.fanoutP99Ms} ms`);
+
+    // --- discovery ingest: new entities in every agent until the server applied them all
+    const objs0 = await metric(mport, "meshrelay_discovery_objects_total");
+    const ing = await all(gens, { cmd: "ingest", perAgent: o.ingest, tag: "a", padBytes: 200 });
+    const ti = Math.min(...ing.map((x) => x.t0));
+    const want = objs0 + n * o.ingest;
+    let tDone = NaN;
+    for (let i = 0; i < 1200; i++) {
+      if ((await metric(mport, "meshrelay_discovery_objects_total")) >= want) {
+        tDone = now();
+        break;
+      }
+      await sleep(50);
+    }
+    result.ingestChangesPerSecond = Math.round((n * o.ingest) / ((tDone - ti) / 1000));
+    log(`meshrelay: discovery ingest ${result.ingestChangesPerSecond} changes/s`);
+    await sleep(1000);
+
+    // --- reconnect by difference (server keeps its state)
+    const desiredBefore = await metric(mport, "meshrelay_sync_bytes_sent_total");
+    const statsA = await all(gens, { cmd: "stats" });
+    const discA = statsA.reduce((s, x) => s + x.discoveryBytesSent, 0);
+    await all(gens, { cmd: "mark" });
+    await all(gens, { cmd: "reconnect" });
+    const rc = await all(gens, { cmd: "waitSynced", timeoutMs: 120_000 + n * 50 });
+    const statsB = await all(gens, { cmd: "stats" });
+    Object.assign(result, {
+      reconnectAgentsResynced: concat(rc, "times").filter((t) => t !== null).length,
+      reconnectDesiredBytes: (await metric(mport, "meshrelay_sync_bytes_sent_total")) - desiredBefore,
+      reconnectDiscoveryBytes: statsB.reduce((s, x) => s + x.discoveryBytesSent, 0) - discA,
+      fullSyncDesiredBytes: fullDesiredBytes,
+      fullSyncDiscoveryBytes: fullDiscoveryBytes,
+    });
+
+    // --- reconnect storm after kill -9
+    const discC = statsB.reduce((s, x) => s + x.discoveryBytesSent, 0);
+    await all(gens, { cmd: "mark" });
+    const tKill = now();
+    const st = await server.kill("SIGKILL");
+    result.killSignal = st.signal;
+    const restartMs = await server.start();
+    const storm = await all(gens, { cmd: "waitSynced", timeoutMs: 120_000 + n * 100 });
+    const stormLat = latencies(concat(storm, "times"), tKill);
+    const reconnLat = latencies(concat(storm, "connected"), tKill);
+    const statsD = await all(gens, { cmd: "stats" });
+    Object.assign(result, {
+      stormRestartMs: Math.round(restartMs),
+      stormAgentsConverged: stormLat.values.length,
+      stormConvergedSeconds: r3(Math.max(...stormLat.values) / 1000),
+      stormP50Seconds: r3(quantile(stormLat.values, 0.5) / 1000),
+      stormConvergedTimeline: timeline(concat(storm, "times"), tKill),
+      stormReconnectedSeconds: r3(Math.max(...reconnLat.values) / 1000),
+      stormReconnectTimeline: timeline(concat(storm, "connected"), tKill),
+      stormSessionAttempts: statsD.reduce((s, x) => s + x.sessions, 0) -
+        statsB.reduce((s, x) => s + x.sessions, 0),
+      stormDesiredBytes: await metric(mport, "meshrelay_sync_bytes_sent_total"),
+      stormDiscoveryBytes: statsD.reduce((s, x) => s + x.discoveryBytesSent, 0) - discC,
+      stormConnected: await metric(mport, "relay_push_clients_connected"),
+      rssAfterStormBytes: rssOf(server.proc!.pid),
+      loadgenRssBytes: statsD.reduce((s, x) => s + x.rssBytes, 0),
+      loadgenProcesses: gens.length,
+      agentLogs: statsD.map((x) => x.logs),
+    });
+    log(
+      `meshrelay: reconnect storm converged ${result.stormAgentsConverged}/${n} in ${result.stormConvergedSeconds} s`,
+    );
+    return result;
+  } finally {
+    await stopAll(gens);
+    const st = await server.kill("SIGTERM");
+    result.serverExit = { code: st.code, signal: st.signal };
+  }
+}
+
+async function runN(n: number, o: Options): Promise<Json> {
+  const tmp = await Deno.makeTempDir({ prefix: `mr-bench-${n}-` });
+  log(`N=${n}: work dir ${tmp}`);
+  try {
+    const pki = await makeTestPki(new Date(), new FileSecretStore(`${tmp}/secrets`));
+    const client = await pki.client("baseline-client");
+    const secret = async (name: string, key: string) =>
+      dec.decode((await pki.store.get(name))!.data[key]).trim();
+    const pem = {
+      rootPem: pki.rootPem,
+      clientChain: client.chainPem,
+      clientKey: client.keyPem,
+      certFile: `${tmp}/baseline-server.crt`,
+      keyFile: `${tmp}/baseline-server.key`,
+      caFile: `${tmp}/baseline-ca.crt`,
+    };
+    await Deno.writeTextFile(pem.certFile, await secret("relay-server-tls-secret", "tls.crt"));
+    await Deno.writeTextFile(pem.keyFile, await secret("relay-server-tls-secret", "tls.key"));
+    await Deno.writeTextFile(
+      pem.caFile,
+      pki.rootPem + "\n" + await secret("relay-tls-signing-secret", "tls.crt"),
+    );
+    const token = await secret("relay-identity-token-secret", "token");
+    log(`N=${n}: baseline phase`);
+    const baseline = await runBaseline(n, o, tmp, pem);
+    await sleep(2000);
+    log(`N=${n}: meshrelay phase`);
+    const relay = await runRelay(n, o, tmp, pki.rootPem, token);
+    return { agents: n, baseline, meshrelay: relay };
+  } finally {
+    if (!o.keep) await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
+// ------------------------------------------------------------------ report
+
+function machine(): Json {
+  const cpu = /model name\s*:\s*(.+)/.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ?? "unknown";
+  const limits = Deno.readTextFileSync("/proc/self/limits");
+  const nofile = /Max open files\s+(\d+)\s+(\d+)/.exec(limits);
+  return {
+    cpu,
+    cores: navigator.hardwareConcurrency,
+    memoryGiB: Math.round(Deno.systemMemoryInfo().total / 2 ** 30),
+    deno: Deno.version.deno,
+    os: Deno.build.os,
+    openFilesLimit: nofile ? Number(nofile[1]) : undefined,
+    loadAverageAtStart: Deno.loadavg(),
+  };
+}
+
+const mib = (b: number) => `${r1(b / 2 ** 20)} MiB`;
+const kib = (b: number) => `${r1(b / 1024)} KiB`;
+const ratio = (a: number, b: number) => (b > 0 ? `${r1(a / b)}×` : "–");
+
+/** The table of one run, in Markdown (README's Performance section takes it as is). */
+export function table(results: Json[]): string {
+  const rows: string[][] = [["Figure", "N", "meshrelay", "baseline (bare grpc-js)", "ratio", "target"]];
+  for (const r of results) {
+    const m = r.meshrelay, b = r.baseline, n = String(r.agents);
+    rows.push(
+      ["connected agents held", n, `${m.connectedHeld}`, `${b.streamsOpen}`, "", ""],
+      [
+        "server RSS (total)",
+        n,
+        mib(m.rssBytes),
+        mib(b.rssBytes),
+        ratio(m.rssBytes, b.rssBytes),
+        n === "5000" ? `< 500 MiB: ${m.rssBytes < 500 * 2 ** 20 ? "met" : "NOT met"}` : "",
+      ],
+      [
+        "server RSS per agent",
+        n,
+        kib(m.rssPerAgentBytes),
+        kib(b.rssPerStreamBytes),
+        ratio(m.rssPerAgentBytes, b.rssPerStreamBytes),
+        "",
+      ],
+      [
+        "fan-out p50 / p99 (ms)",
+        n,
+        `${m.fanoutP50Ms} / ${m.fanoutP99Ms}`,
+        `${b.fanoutP50Ms} / ${b.fanoutP99Ms}`,
+        ratio(m.fanoutP99Ms, b.fanoutP99Ms),
+        n === "1000" ? `p99 < 1 s: ${m.fanoutP99Ms < 1000 ? "met" : "NOT met"}` : "",
+      ],
+      [
+        "discovery ingest (changes/s)",
+        n,
+        `${m.ingestChangesPerSecond}`,
+        `${b.ingestMessagesPerSecond} msgs/s`,
+        ratio(m.ingestChangesPerSecond, b.ingestMessagesPerSecond),
+        "",
+      ],
+      [
+        "bootstrap storm: all in sync (s)",
+        n,
+        `${m.allConnectedSeconds}`,
+        `${b.handshakeStormSeconds} (handshakes only)`,
+        ratio(m.allConnectedSeconds, b.handshakeStormSeconds),
+        "",
+      ],
+      [
+        "CSRs signed/s vs handshakes/s",
+        n,
+        `${m.csrsSignedPerSecond}`,
+        `${b.handshakesPerSecond}`,
+        ratio(m.csrsSignedPerSecond, b.handshakesPerSecond),
+        "",
+      ],
+      [
+        "reconnect storm after kill -9: all converged (s)",
+        n,
+        `${m.stormConvergedSeconds} (p50 ${m.stormP50Seconds})`,
+        "",
+        "",
+        n === "1000" ? `< 60 s: ${m.stormConvergedSeconds < 60 ? "met" : "NOT met"}` : "",
+      ],
+      [
+        "bytes on reconnect (desired + discovery) vs full sync",
+        n,
+        `${m.reconnectDesiredBytes + m.reconnectDiscoveryBytes} B`,
+        `${m.fullSyncDesiredBytes + m.fullSyncDiscoveryBytes} B full`,
+        ratio(
+          m.reconnectDesiredBytes + m.reconnectDiscoveryBytes,
+          m.fullSyncDesiredBytes + m.fullSyncDiscoveryBytes,
+        ),
+        "",
+      ],
+    );
+  }
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const fmt = (r: string[]) => `| ${r.map((c, i) => c.padEnd(w[i])).join(" | ")} |`;
+  return [fmt(rows[0]), `|${w.map((x) => "-".repeat(x + 2)).join("|")}|`, ...rows.slice(1).map(fmt)].join(
+    "\n",
+  );
+}
+
+if (import.meta.main) {
+  const program = new Command("bench:relay")
+    .option("--agents <list>", "comma-separated agent counts", "1000,5000")
+    .option("--quick", "one small run (100 agents)")
+    .option("--rounds <n>", "fan-out rounds", "5")
+    .option("--ingest <n>", "new discovered entities per agent in the ingest phase", "20")
+    .option("--per-loadgen <n>", "agents per load-generator process", "2500")
+    .option("--keep", "keep the temp dirs (logs)")
+    .option("--out <file>", "JSON results", "bench/results/latest.json")
+    .parse(["deno", "bench", ...Deno.args]);
+  const opts = program.opts();
+  const ns = opts.quick ? [100] : String(opts.agents).split(",").map(Number);
+  const o: Options = {
+    rounds: Number(opts.rounds),
+    ingest: Number(opts.ingest),
+    perLoadgen: Number(opts.perLoadgen),
+    keep: !!opts.keep,
+  };
+  const started = new Date();
+  const m = machine();
+  log(
+    `machine: ${m.cores} cores, ${m.memoryGiB} GiB, Deno ${m.deno}, load ${m.loadAverageAtStart.join(" ")}`,
+  );
+  const results: Json[] = [];
+  for (const n of ns) results.push(await runN(n, o));
+  const report = { started: started.toISOString(), machine: m, options: o, results };
+  const out = opts.out.startsWith("/") ? opts.out : `${ROOT}${opts.out}`;
+  await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
+  await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
+  console.log(table(results));
+  for (const r of results) {
+    console.log(
+      `N=${r.agents} reconnect storm after kill -9, per second: reconnected ` +
+        r.meshrelay.stormReconnectTimeline.join(" ") + ` | converged ` +
+        r.meshrelay.stormConvergedTimeline.join(" ") +
+        ` | session attempts ${r.meshrelay.stormSessionAttempts} for ${r.agents} agents`,
+    );
+  }
+  log(`results written to ${out}`);
+}
