@@ -1,4 +1,4 @@
-import { parse } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import { systemClock } from "../../src/clock.ts";
 import { PreconditionError } from "../../src/errors.ts";
 import { nullLogger } from "../../src/log.ts";
@@ -78,6 +78,23 @@ Deno.test({
       assertEquals(sorted(fromKube), sorted(dir));
       assertEquals(parseDeclaredConfig(fromKube), parseDeclaredConfig(dir));
       assertEquals(parseDeclaredConfig(fromKube).errors, []);
+    });
+
+    await t.step("the documents shown in docs/config.md pass the CRDs (strict dry run)", async () => {
+      const md = await Deno.readTextFile(`${repo}docs/config.md`);
+      const docs = [...md.matchAll(/^```yaml\n([\s\S]*?)^```$/gm)]
+        .flatMap((m) => parseAllDocuments(m[1]).map((d) => d.toJS() as KubeObject))
+        .filter((d) => d?.apiVersion === CONFIG_API_VERSION);
+      assertEquals(docs.map((d) => d.kind), ["KubernetesCluster", "ClusterConfig", "ServiceFederation"]);
+      for (const d of docs) {
+        await kube.rest.request({
+          method: "PATCH",
+          path: await kube.pathOf(d),
+          query: { dryRun: "All", fieldManager: "docs-test", fieldValidation: "Strict", force: true },
+          body: d,
+          contentType: "application/apply-patch+yaml",
+        });
+      }
     });
 
     await t.step("a changes() started before the CRDs existed yields once they are served", async () => {
