@@ -1,6 +1,8 @@
 /**
- * Kubernetes backends: clients built from a caller-loaded KubeConfig, API error mapping, and the
- * {@linkcode KubeSecretStore}. Nothing here reads the environment; src/server.ts, src/agent.ts and
+ * Kubernetes backends: clients built from a caller-loaded KubeConfig, API error mapping, the
+ * {@linkcode KubeSecretStore}, and the state backends {@linkcode KubeDiscoverySource},
+ * {@linkcode KubeApplier} and {@linkcode KubeConfigSource} (over {@linkcode KubeRest}, a JSON client
+ * for arbitrary kinds). Nothing here reads the environment; src/server.ts, src/agent.ts and
  * src/certs.ts load the KubeConfig (`loadFromDefault()` / `loadFromCluster()`) and pass it in.
  * @module
  */
