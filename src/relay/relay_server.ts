@@ -27,6 +27,7 @@ import { ensureServerMaterial, type SecurityMode, type ServerMaterialReport } fr
 import { ServerTls } from "./server_tls.ts";
 import { relayServiceImpl } from "./sync_service.ts";
 import { TokenAuthority } from "./tokens.ts";
+import { tolerantDecoding } from "./tolerant_decoding.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, grpcMessageOptions } from "./wire.ts";
 
 /** Options of {@linkcode RelayServer.start}. */
@@ -228,9 +229,10 @@ export class RelayServer {
       signingSecret: o.signingSecret,
       rootSecret: o.rootSecret,
     });
-    server.addService(IdentityService, identityServiceImpl(handlers, log));
+    // Undecodable requests reach the handlers as empty messages (see tolerant_decoding.ts).
+    server.addService(tolerantDecoding(IdentityService), identityServiceImpl(handlers, log));
     server.addService(
-      RelayService,
+      tolerantDecoding(RelayService),
       relayServiceImpl({ hub, identify, clock, log, metrics, maxMessageBytes }),
     );
     const creds = tls ? tls.credentials : grpc.ServerCredentials.createInsecure();

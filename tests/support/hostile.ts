@@ -1,0 +1,184 @@
+/**
+ * Helpers of the hostile-input and fault tests: raw gRPC calls with bytes we choose (grpc-js generic
+ * client with identity serializers, so nothing validates what we send), a seeded random source, a
+ * protobuf mutator, and a real Bootstrap to get a client certificate.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { Buffer } from "node:buffer";
+import { createCsr, generateKeyPair, type KeyAlgorithm, privateKeyToPem } from "../../src/pki/mod.ts";
+import { type CertificateResponse, IdentityClient } from "../../src/proto/mod.ts";
+
+const identity = (b: Buffer) => b;
+const method = (path: string, stream: boolean) => ({
+  path,
+  requestStream: stream,
+  responseStream: stream,
+  requestSerialize: identity,
+  requestDeserialize: identity,
+  responseSerialize: identity,
+  responseDeserialize: identity,
+});
+
+/** Every RPC of the relay with raw bytes in and out. */
+export const RawRelayClient = grpc.makeGenericClientConstructor({
+  bootstrap: method("/meshrelay.relay.v1.Identity/Bootstrap", false),
+  renew: method("/meshrelay.relay.v1.Identity/Renew", false),
+  sync: method("/meshrelay.relay.v1.Relay/Sync", true),
+}, "RawRelay");
+
+/** What a raw call ended with. */
+export interface RawResult {
+  code: number;
+  details: string;
+  response?: Buffer;
+  /** Messages received on a stream. */
+  messages?: number;
+}
+
+/** A client certificate and key (PEM). */
+export interface ClientPair {
+  certPem: string;
+  keyPem: string;
+}
+
+type UnaryRaw = (
+  req: Buffer,
+  md: grpc.Metadata,
+  opts: grpc.CallOptions,
+  cb: (e: grpc.ServiceError | null, r?: Buffer) => void,
+) => grpc.ClientUnaryCall;
+
+/** The raw client's shape. */
+export type Raw = grpc.Client & {
+  bootstrap: UnaryRaw;
+  renew: UnaryRaw;
+  sync: (md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientDuplexStream<Buffer, Buffer>;
+};
+
+/** A raw client over TLS to localhost:port, with or without a client certificate. */
+export function rawClient(port: number, rootPem: string, client?: ClientPair): Raw {
+  const creds = grpc.credentials.createSsl(
+    Buffer.from(rootPem),
+    client ? Buffer.from(client.keyPem) : null,
+    client ? Buffer.from(client.certPem) : null,
+  );
+  return new RawRelayClient(`localhost:${port}`, creds, {
+    "grpc.max_send_message_length": 64 * 1024 * 1024,
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+  }) as unknown as Raw;
+}
+
+/** One unary call with raw bytes. */
+export function rawUnary(c: Raw, rpc: "bootstrap" | "renew", body: Uint8Array): Promise<RawResult> {
+  return new Promise((resolve) => {
+    c[rpc](Buffer.from(body), new grpc.Metadata(), { deadline: Date.now() + 20_000 }, (e, r) => {
+      if (e) resolve({ code: e.code, details: e.details });
+      else resolve({ code: 0, details: "", response: r });
+    });
+  });
+}
+
+/**
+ * A Sync stream: writes `messages` (raw bytes each), then half-closes (or cancels when `cancel`),
+ * and resolves with the final status. The server may end the stream early; that is a result too.
+ */
+export function rawSync(
+  c: Raw,
+  messages: Uint8Array[],
+  opts: { cancel?: boolean; deadlineMs?: number } = {},
+): Promise<RawResult> {
+  return new Promise((resolve) => {
+    const s = c.sync(new grpc.Metadata(), { deadline: Date.now() + (opts.deadlineMs ?? 20_000) });
+    let received = 0;
+    let done = false;
+    const finish = (r: RawResult) => {
+      if (done) return;
+      done = true;
+      resolve({ ...r, messages: received });
+    };
+    s.on("data", () => received++);
+    s.on("error", (e: grpc.ServiceError) => finish({ code: e.code, details: e.details }));
+    s.on("status", (st: grpc.StatusObject) => finish({ code: st.code, details: st.details }));
+    for (const m of messages) s.write(Buffer.from(m));
+    if (opts.cancel) {
+      setTimeout(() => s.cancel(), 20);
+    } else {
+      s.end();
+    }
+  });
+}
+
+/** Deterministic random numbers (a test's sequence reproduces from its seed). */
+export function seeded(
+  seed: number,
+): { next: () => number; int: (n: number) => number; bytes: (n: number) => Uint8Array } {
+  let s = seed >>> 0 || 1;
+  const next = () => {
+    // xorshift32
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 2 ** 32;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  const bytes = (n: number) => Uint8Array.from({ length: n }, () => int(256));
+  return { next, int, bytes };
+}
+
+/** A mutation of `valid`: bit flips, byte changes, truncation, duplication, insertion, or splicing. */
+export function mutate(valid: Uint8Array, r: ReturnType<typeof seeded>): Uint8Array {
+  const b = Uint8Array.from(valid);
+  switch (r.int(6)) {
+    case 0: {
+      for (let i = 0, n = 1 + r.int(4); i < n && b.length; i++) b[r.int(b.length)] ^= 1 << r.int(8);
+      return b;
+    }
+    case 1: {
+      for (let i = 0, n = 1 + r.int(4); i < n && b.length; i++) b[r.int(b.length)] = r.int(256);
+      return b;
+    }
+    case 2:
+      return b.subarray(0, r.int(b.length + 1));
+    case 3: {
+      const at = r.int(b.length + 1);
+      return Uint8Array.from([...b.subarray(0, at), ...b.subarray(r.int(at + 1), at), ...b.subarray(at)]);
+    }
+    case 4: {
+      const at = r.int(b.length + 1);
+      return Uint8Array.from([...b.subarray(0, at), ...r.bytes(1 + r.int(16)), ...b.subarray(at)]);
+    }
+    default: {
+      // A varint length field made huge: a classic parser trap.
+      const at = r.int(b.length + 1);
+      return Uint8Array.from([...b.subarray(0, at), 0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, ...b.subarray(at)]);
+    }
+  }
+}
+
+/** Bootstraps a client certificate for `cluster` the way an agent does (token + CSR over server TLS). */
+export async function bootstrapPair(
+  port: number,
+  rootPem: string,
+  token: string,
+  cluster: string,
+  algorithm: KeyAlgorithm = "ecdsa-p256",
+): Promise<ClientPair> {
+  const kp = await generateKeyPair(algorithm);
+  const csrPem = await createCsr(kp, { dnsNames: [cluster] });
+  const c = new IdentityClient(`localhost:${port}`, grpc.credentials.createSsl(Buffer.from(rootPem)));
+  try {
+    const r = await new Promise<CertificateResponse>((resolve, reject) =>
+      c.bootstrap({ token, cluster, csrPem }, (e, res) => e ? reject(e) : resolve(res))
+    );
+    return { certPem: r.certificatePem + r.chainPem, keyPem: await privateKeyToPem(kp) };
+  } finally {
+    c.close();
+  }
+}
+
+/** Reads one key of a secret in a folder laid out as `certs init --out` writes it. */
+export async function secretText(secretsDir: string, secret: string, key: string): Promise<string> {
+  return (await Deno.readTextFile(`${secretsDir}/${secret}/${key}`)).trim();
+}
