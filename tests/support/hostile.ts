@@ -55,14 +55,21 @@ export type Raw = grpc.Client & {
   sync: (md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientDuplexStream<Buffer, Buffer>;
 };
 
-/** A raw client over TLS to localhost:port, with or without a client certificate. */
-export function rawClient(port: number, rootPem: string, client?: ClientPair): Raw {
+/**
+ * A raw client over TLS to `host`:port (default localhost), with or without a client certificate. An IP
+ * host is verified as the server certificate's name "localhost".
+ */
+export function rawClient(port: number, rootPem: string, client?: ClientPair, host = "localhost"): Raw {
   const creds = grpc.credentials.createSsl(
     Buffer.from(rootPem),
     client ? Buffer.from(client.keyPem) : null,
     client ? Buffer.from(client.certPem) : null,
   );
-  return new RawRelayClient(`localhost:${port}`, creds, {
+  const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  return new RawRelayClient(target, creds, {
+    ...(host === "localhost" ? {} : { "grpc.ssl_target_name_override": "localhost" }),
+    // Our own connection, not one shared with other clients of the same target.
+    "grpc.use_local_subchannel_pool": 1,
     "grpc.max_send_message_length": 64 * 1024 * 1024,
     "grpc.max_receive_message_length": 64 * 1024 * 1024,
   }) as unknown as Raw;
