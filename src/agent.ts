@@ -6,9 +6,17 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { type Clock, systemClock } from "./clock.ts";
-import { parseDuration, parsePort, parsePositiveInt, parseRatio } from "./cli_flags.ts";
+import { collect, parseDuration, parsePort, parsePositiveInt, parseRatio } from "./cli_flags.ts";
+import { kubeNamespace, loadKubeClient, validateNamespace } from "./cli_kube.ts";
 import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
-import { jsonLogger, parseLogLevel } from "./log.ts";
+import {
+  KubeApplier,
+  type KubeClient,
+  KubeDiscoverySource,
+  KubeSecretStore,
+  parseDiscoveryKinds,
+} from "./kube/mod.ts";
+import { jsonLogger, type Logger, parseLogLevel } from "./log.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   CLIENT_TLS_SECRET,
@@ -22,7 +30,12 @@ import {
   validateClusterName,
   validateRotationOptions,
 } from "./relay/mod.ts";
-import { DirectoryApplier, DirectoryDiscoverySource } from "./state/mod.ts";
+import {
+  type Applier,
+  DirectoryApplier,
+  DirectoryDiscoverySource,
+  type DiscoverySource,
+} from "./state/mod.ts";
 import { FileSecretStore, MemorySecretStore, type SecretStore } from "./store/mod.ts";
 import { VERSION } from "./version.ts";
 
@@ -61,13 +74,74 @@ function realDeps(): Deps {
   };
 }
 
+/** Labels on the secrets the agent creates in Kubernetes. */
+const SECRET_LABELS = { "app.kubernetes.io/part-of": "meshrelay" };
+
+interface BackendOpts {
+  kube?: boolean;
+  kubeconfig?: string;
+  context?: string;
+  namespace?: string;
+  secretsDir?: string;
+  discoveryDir?: string;
+  applyDir?: string;
+  discoveryKind?: string[];
+  serverAddress: string;
+}
+
+/** What the agent reads and writes: its secrets, what it discovers, where it applies. */
+interface Backends {
+  store: SecretStore;
+  discovery: DiscoverySource;
+  applier: Applier;
+  /** Set with --kube. */
+  kube?: { client: KubeClient; namespace: string };
+  /** Whether the client certificate survives a restart. */
+  persistent: boolean;
+}
+
 /**
- * The one place the agent's secret store is built: a folder (`--secrets-dir`: the client certificate
- * secret, and optionally relay-root-tls-secret and relay-identity-token-secret) or memory. The
- * Kubernetes store plugs in here.
+ * The one place the agent's backends are built (and, with `--kube`, kubeconfig is loaded): Secrets,
+ * discovery and apply in its own cluster, or folders (`--secrets-dir`: the client certificate secret,
+ * and optionally relay-root-tls-secret and relay-identity-token-secret; `--discovery-dir`,
+ * `--apply-dir`), or memory for the secrets.
  */
-function openStore(opts: { secretsDir?: string }): SecretStore {
-  return opts.secretsDir ? new FileSecretStore(opts.secretsDir) : new MemorySecretStore();
+async function openBackends(opts: BackendOpts, deps: Deps, log: Logger): Promise<Backends> {
+  if (opts.kube) {
+    if (opts.secretsDir || opts.discoveryDir || opts.applyDir) {
+      throw new InvalidInputError("--kube excludes --secrets-dir, --discovery-dir and --apply-dir");
+    }
+    const client = loadKubeClient({ kubeconfig: opts.kubeconfig, context: opts.context });
+    const namespace = validateNamespace(kubeNamespace(opts.namespace), "--namespace");
+    const kinds = opts.discoveryKind
+      ? parseDiscoveryKinds(opts.discoveryKind).map((k) => `${k.apiVersion}/${k.kind}`)
+      : undefined;
+    log.info("using the Kubernetes backends", { server: client.server, namespace });
+    return {
+      store: new KubeSecretStore({ client, namespace, labels: SECRET_LABELS }),
+      discovery: new KubeDiscoverySource({ kubeConfig: client.kubeConfig, clock: deps.clock, log, kinds }),
+      applier: new KubeApplier({
+        kubeConfig: client.kubeConfig,
+        clock: deps.clock,
+        log,
+        namespace,
+        origin: opts.serverAddress,
+      }),
+      kube: { client, namespace },
+      persistent: true,
+    };
+  }
+  if (opts.kubeconfig || opts.context) throw new InvalidInputError("--kubeconfig and --context need --kube");
+  if (opts.discoveryKind) throw new InvalidInputError("--discovery-kind needs --kube");
+  if (!opts.discoveryDir) throw new InvalidInputError("--discovery-dir (or --kube) is required");
+  if (!opts.applyDir) throw new InvalidInputError("--apply-dir (or --kube) is required");
+  await checkDir(opts.discoveryDir, "--discovery-dir");
+  return {
+    store: opts.secretsDir ? new FileSecretStore(opts.secretsDir) : new MemorySecretStore(),
+    discovery: new DirectoryDiscoverySource({ root: opts.discoveryDir, clock: deps.clock, log }),
+    applier: new DirectoryApplier({ root: opts.applyDir, log }),
+    persistent: opts.secretsDir !== undefined,
+  };
 }
 
 /** `--client-secret` given, or the one of the seeds' two spellings that exists (default the first). */
@@ -111,6 +185,9 @@ Where things come from:
   client    --client-secret in --secrets-dir (default relay-client-tls-secret; relay-tls-client-secret is
             used when only that one exists): tls.key, tls.crt (leaf + chain), ca.crt
 Without --secrets-dir the client certificate lives in memory and a restart bootstraps again.
+With --kube, "--secrets-dir" is the agent's namespace (--namespace) in its own cluster: the Secrets above,
+discovery watches the cluster, desired state is server-side applied (field manager meshrelay) and pruned.
+Reference: docs/kubernetes.md.
 
 --authority NAME is the TLS server name (SNI and :authority) for SNI-passthrough ingress; the server
 certificate must carry it. Reference: docs/relay.md.`;
@@ -184,6 +261,31 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       ).default(IDENTITY_TOKEN_SECRET),
     )
     .addOption(
+      new Option(
+        "--kube",
+        "Kubernetes backends: secrets in --namespace, discovery and server-side apply in this cluster",
+      ).env("MESHRELAY_KUBE"),
+    )
+    .addOption(
+      new Option(
+        "--kubeconfig <file>",
+        "with --kube: kubeconfig (default $KUBECONFIG, ~/.kube/config, else the pod's service account)",
+      ),
+    )
+    .addOption(new Option("--context <name>", "with --kube: kubeconfig context (default its current one)"))
+    .addOption(
+      new Option(
+        "--namespace <ns>",
+        "with --kube: the agent's namespace (its secrets, the applied record; default the pod's, else meshrelay)",
+      ).env("MESHRELAY_NAMESPACE"),
+    )
+    .addOption(
+      new Option(
+        "--discovery-kind <kind>",
+        "with --kube: a kind to discover, apiVersion/Kind (repeat; default namespaces, Services, workloads, IstioOperator)",
+      ).argParser(collect),
+    )
+    .addOption(
       new Option("--discovery-dir <dir>", "folder of YAML manifests standing for this cluster (discovery)")
         .env(
           "MESHRELAY_DISCOVERY_DIR",
@@ -250,9 +352,6 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         throw new InvalidInputError("--server-address (or MESHRELAY_SERVER_ADDRESS) is required");
       }
       splitAddress(opts.serverAddress);
-      if (!opts.discoveryDir) throw new InvalidInputError("--discovery-dir is required");
-      if (!opts.applyDir) throw new InvalidInputError("--apply-dir is required");
-      await checkDir(opts.discoveryDir, "--discovery-dir");
       if (opts.token && opts.tokenFile) {
         throw new InvalidInputError("--token and --token-file exclude each other");
       }
@@ -260,8 +359,9 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       validateRotationOptions(rotation);
 
       const log = jsonLogger({ level, fields: { mode: "agent", cluster: opts.cluster } });
-      const store = openStore(opts);
-      if (!opts.secretsDir && mode === "mtls") {
+      const backends = await openBackends(opts, deps, log);
+      const store = backends.store;
+      if (!backends.persistent && mode === "mtls") {
         log.warn("no --secrets-dir: the client certificate lives in memory; a restart bootstraps again");
       }
       const rootFile = opts.rootCa ? await readFileFlag(deps, opts.rootCa, "--root-ca") : undefined;
@@ -298,8 +398,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         clientSecretName: await clientSecretName(store, opts.clientSecret),
         rootCaPem,
         token,
-        discovery: new DirectoryDiscoverySource({ root: opts.discoveryDir, clock: deps.clock, log }),
-        applier: new DirectoryApplier({ root: opts.applyDir, log }),
+        discovery: backends.discovery,
+        applier: backends.applier,
         clock: deps.clock,
         random: deps.random,
         log,

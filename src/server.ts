@@ -5,14 +5,17 @@
  * and certificate revocations.
  * @module
  */
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { type Clock, systemClock } from "./clock.ts";
 import { collect, parseDuration, parsePort, parsePositiveInt } from "./cli_flags.ts";
+import { kubeNamespace, loadKubeClient, validateNamespace } from "./cli_kube.ts";
 import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
 import { jsonLogger, type Logger, parseLogLevel } from "./log.ts";
+import { type KubeClient, KubeConfigSource, KubeSecretStore } from "./kube/mod.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   DEFAULT_CLIENT_CERT_TTL_MS,
+  DEFAULT_CONNECTION_LIMITS,
   IDENTITY_TOKEN_KEY,
   IDENTITY_TOKEN_SECRET,
   RelayServer,
@@ -24,10 +27,19 @@ import {
   TokenAuthority,
   validateClusterName,
 } from "./relay/mod.ts";
-import { DirectoryConfigSource } from "./state/mod.ts";
+import { type ConfigSource, DirectoryConfigSource } from "./state/mod.ts";
 import { FileSecretStore, MemorySecretStore, type SecretStore } from "./store/mod.ts";
 
 const enc = new TextEncoder();
+
+/** A count flag where 0 means unlimited. */
+function parseCount(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) {
+    throw new InvalidArgumentError("expected a whole number (0: unlimited)");
+  }
+  return n;
+}
 
 /** The real world the commands run in; e2e tests run the whole process instead of replacing these. */
 interface Deps {
@@ -66,9 +78,35 @@ function realDeps(): Deps {
   };
 }
 
+/** Labels on the secrets the server creates in Kubernetes (kubectl get secret -l app.kubernetes.io/part-of=meshrelay). */
+const SECRET_LABELS = { "app.kubernetes.io/part-of": "meshrelay" };
+
+interface KubeOpts {
+  kube?: boolean;
+  kubeconfig?: string;
+  context?: string;
+  namespace?: string;
+}
+
+/** The management cluster and namespace when `--kube` is given (the one place the server loads kubeconfig). */
+function kubeTarget(opts: KubeOpts): { client: KubeClient; namespace: string } | undefined {
+  if (!opts.kube) {
+    if (opts.kubeconfig || opts.context) {
+      throw new InvalidInputError("--kubeconfig and --context need --kube");
+    }
+    return undefined;
+  }
+  const client = loadKubeClient({ kubeconfig: opts.kubeconfig, context: opts.context });
+  return { client, namespace: validateNamespace(kubeNamespace(opts.namespace), "--namespace") };
+}
+
+function kubeStore(t: { client: KubeClient; namespace: string }): SecretStore {
+  return new KubeSecretStore({ client: t.client, namespace: t.namespace, labels: SECRET_LABELS });
+}
+
 /**
- * The one place the server's secret store is built: a folder (`--secrets-dir`, the layout `meshrelay
- * certs init --out DIR` writes) or memory. The Kubernetes store plugs in here.
+ * The one place the server's secret store is built: Secrets in `--namespace` of the management cluster
+ * (`--kube`), a folder (`--secrets-dir`, the layout `meshrelay certs init --out DIR` writes), or memory.
  */
 function openStore(opts: { secretsDir?: string }, log?: Logger): SecretStore {
   if (opts.secretsDir) return new FileSecretStore(opts.secretsDir);
@@ -79,10 +117,21 @@ function openStore(opts: { secretsDir?: string }, log?: Logger): SecretStore {
   return new MemorySecretStore();
 }
 
-function requireStoreDir(opts: { secretsDir?: string }, parent?: Command): SecretStore {
-  const dir: string | undefined = opts.secretsDir ?? parent?.opts().secretsDir;
+/** The store of the `token` and `revoke` subcommands: the running server's (`--kube` or `--secrets-dir`). */
+function requireStore(opts: KubeOpts & { secretsDir?: string }, parent?: Command): SecretStore {
+  const p = (parent?.opts() ?? {}) as KubeOpts & { secretsDir?: string };
+  const merged: KubeOpts = {
+    kube: opts.kube ?? p.kube,
+    kubeconfig: opts.kubeconfig ?? p.kubeconfig,
+    context: opts.context ?? p.context,
+    namespace: opts.namespace ?? p.namespace,
+  };
+  const dir: string | undefined = opts.secretsDir ?? p.secretsDir;
+  const kube = kubeTarget(merged);
+  if (kube && dir) throw new InvalidInputError("--kube and --secrets-dir exclude each other");
+  if (kube) return kubeStore(kube);
   if (!dir) {
-    throw new InvalidInputError("--secrets-dir (or MESHRELAY_SECRETS_DIR) is required here");
+    throw new InvalidInputError("--secrets-dir (or MESHRELAY_SECRETS_DIR) or --kube is required here");
   }
   return new FileSecretStore(dir);
 }
@@ -97,6 +146,31 @@ function modeOf(opts: { insecure?: boolean; tlsMode: SecurityMode }): SecurityMo
 async function checkDir(path: string, flag: string): Promise<void> {
   const st = await Deno.stat(path).catch(() => undefined);
   if (!st?.isDirectory) throw new InvalidInputError(`${flag}: ${path} is not a directory`);
+}
+
+/** `--kube`, `--kubeconfig`, `--context`, `--namespace` (server and its subcommands). */
+function addKubeOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option(
+        "--kube",
+        "Kubernetes backends: relay secrets in --namespace, declared config from the meshrelay.io CRDs",
+      ).env("MESHRELAY_KUBE"),
+    )
+    .addOption(
+      new Option(
+        "--kubeconfig <file>",
+        "with --kube: kubeconfig (default $KUBECONFIG, ~/.kube/config, else the pod's service account)",
+      ),
+    )
+    .addOption(new Option("--context <name>", "with --kube: kubeconfig context (default its current one)"))
+    .addOption(
+      new Option(
+        "--namespace <ns>",
+        "with --kube: namespace of the relay secrets (default the pod's, else meshrelay)",
+      )
+        .env("MESHRELAY_NAMESPACE"),
+    );
 }
 
 const secretsDirOption = () =>
@@ -120,6 +194,9 @@ Secrets (in --secrets-dir, names of the seeds): relay-root-tls-secret (ca.crt), 
 (token). Missing ones are generated at startup unless --disable-ca-generation / --disable-token-generation;
 a generated root CA keeps its key in relay-root-ca-key-secret. Server certificate files are re-read every
 --tls-reload-interval and served to new connections without a restart.
+
+Kubernetes (--kube): the same secrets as Secrets in --namespace of the management cluster, and the declared
+config from the meshrelay.io custom resources (kubectl apply -f deploy/crds/). Reference: docs/kubernetes.md.
 
 Environment: every flag with a secret or a path can come from the environment (shown as "env:" in the list above);
 MESHRELAY_TOKEN keeps the shared token out of process listings.
@@ -232,6 +309,29 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         .argParser(parsePositiveInt).default(6),
     )
     .addOption(
+      new Option("--max-connections <n>", "TCP connections on the gRPC port in all (0: unlimited)")
+        .argParser(parseCount).default(DEFAULT_CONNECTION_LIMITS.maxConnections),
+    )
+    .addOption(
+      new Option(
+        "--max-connections-per-peer <n>",
+        "TCP connections one peer address may hold (0: unlimited; agents behind one NAT share an address)",
+      ).argParser(parseCount).default(DEFAULT_CONNECTION_LIMITS.maxConnectionsPerPeer),
+    )
+    .addOption(
+      new Option("--handshake-timeout <duration>", "abandon a TLS handshake not finished in this time")
+        .argParser(parseDuration).default(DEFAULT_CONNECTION_LIMITS.handshakeTimeoutMs, "10s"),
+    )
+    .addOption(
+      new Option("--max-streams-per-connection <n>", "concurrent calls per connection (HTTP/2 streams)")
+        .argParser(parsePositiveInt).default(DEFAULT_CONNECTION_LIMITS.maxStreamsPerConnection),
+    )
+    .addOption(
+      new Option("--connection-idle-timeout <duration>", "close a connection with no call for this long")
+        .argParser(parseDuration).default(DEFAULT_CONNECTION_LIMITS.idleTimeoutMs, "5m"),
+    )
+    .option("--no-connection-idle-timeout", "never close idle connections")
+    .addOption(
       new Option(
         "--max-message-bytes <n>",
         "largest gRPC message (maxGrpcMessageSize); larger sets are chunked",
@@ -260,16 +360,28 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       } catch (e) {
         throw new InvalidInputError(`--log-level: ${(e as Error).message}`);
       }
-      if (!opts.configDir) throw new InvalidInputError("--config-dir (or MESHRELAY_CONFIG_DIR) is required");
-      await checkDir(opts.configDir, "--config-dir");
+      const kube = kubeTarget(opts);
+      if (kube && (opts.secretsDir || opts.configDir)) {
+        throw new InvalidInputError("--kube excludes --secrets-dir and --config-dir");
+      }
+      if (!kube && !opts.configDir) {
+        throw new InvalidInputError("--config-dir (or MESHRELAY_CONFIG_DIR) or --kube is required");
+      }
+      if (opts.configDir) await checkDir(opts.configDir, "--config-dir");
       const log = jsonLogger({ level, fields: { mode: "server" } });
-      const store = openStore(opts, log);
+      const store = kube ? kubeStore(kube) : openStore(opts, log);
+      const config: ConfigSource = kube
+        ? new KubeConfigSource({ kubeConfig: kube.client.kubeConfig, clock: deps.clock, log })
+        : new DirectoryConfigSource({ root: opts.configDir, clock: deps.clock, log });
+      if (kube) {
+        log.info("using the Kubernetes backends", { server: kube.client.server, namespace: kube.namespace });
+      }
       if (opts.token) await useSharedToken(store, opts.token, log);
       const host = deps.hostname();
       const server = await RelayServer.start({
         mode,
         store,
-        config: new DirectoryConfigSource({ root: opts.configDir, clock: deps.clock, log }),
+        config,
         clock: deps.clock,
         log,
         host: opts.host,
@@ -288,6 +400,13 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         reloadIntervalMs: opts.tlsReloadInterval,
         rateLimit: { burst: opts.bootstrapFailureBurst, perMinute: opts.bootstrapFailuresPerMinute },
         maxMessageBytes: opts.maxMessageBytes,
+        limits: {
+          maxConnections: opts.maxConnections,
+          maxConnectionsPerPeer: opts.maxConnectionsPerPeer,
+          handshakeTimeoutMs: opts.handshakeTimeout,
+          maxStreamsPerConnection: opts.maxStreamsPerConnection,
+          idleTimeoutMs: opts.connectionIdleTimeout === false ? 0 : opts.connectionIdleTimeout,
+        },
         warmupMs: opts.warmup === false ? 0 : opts.warmup,
       });
       const sig = await deps.stopSignal();
@@ -296,10 +415,13 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       setCode(0);
     });
 
+  addKubeOptions(program);
+
   const token = program.command("token").description(
-    "Per-cluster bootstrap tokens (bound to one cluster, expiring, single-use) in the server's --secrets-dir.",
+    "Per-cluster bootstrap tokens (bound to one cluster, expiring, single-use) in the server's store " +
+      "(--secrets-dir, or --kube --namespace NS).",
   );
-  token.command("create")
+  addKubeOptions(token.command("create"))
     .description("Create a token for one cluster and print it (once) on stdout; only its hash is stored.")
     .requiredOption("--cluster <name>", "the cluster the token is bound to (its KubernetesCluster name)")
     .addOption(
@@ -311,7 +433,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .addOption(secretsDirOption())
     .action(async (opts) => {
       validateClusterName(opts.cluster);
-      const created = await new TokenAuthority({ store: requireStoreDir(opts, program) }).create(
+      const created = await new TokenAuthority({ store: requireStore(opts, program) }).create(
         opts.cluster,
         {
           now: deps.clock.now(),
@@ -326,12 +448,12 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       );
       setCode(0);
     });
-  token.command("list")
+  addKubeOptions(token.command("list"))
     .description("List per-cluster tokens (ids, clusters, expiry, use; never the tokens).")
     .addOption(secretsDirOption())
     .action(async (opts) => {
       const now = deps.clock.now().getTime();
-      for (const t of await new TokenAuthority({ store: requireStoreDir(opts, program) }).list()) {
+      for (const t of await new TokenAuthority({ store: requireStore(opts, program) }).list()) {
         const state = t.usedAt
           ? `used ${t.usedAt.toISOString()}`
           : t.expiresAt.getTime() <= now
@@ -341,16 +463,16 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       }
       setCode(0);
     });
-  token.command("revoke <id>")
+  addKubeOptions(token.command("revoke <id>"))
     .description("Delete a per-cluster token before it is used.")
     .addOption(secretsDirOption())
     .action(async (id: string, opts) => {
-      const gone = await new TokenAuthority({ store: requireStoreDir(opts, program) }).revoke(id);
+      const gone = await new TokenAuthority({ store: requireStore(opts, program) }).revoke(id);
       if (!gone) throw new InvalidInputError(`no token with id ${id}`);
       setCode(0);
     });
 
-  program.command("revoke")
+  addKubeOptions(program.command("revoke"))
     .description(
       "Revoke a client certificate by serial: the server refuses it from its next revocation re-read " +
         "(--tls-reload-interval). Deregistering a cluster (removing its KubernetesCluster) revokes all of its " +
@@ -362,7 +484,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .addOption(secretsDirOption())
     .action(async (opts) => {
       if (!/^[0-9a-fA-F:]+$/.test(opts.serial)) throw new InvalidInputError("--serial must be hexadecimal");
-      const list = await RevocationList.load(requireStoreDir(opts, program));
+      const list = await RevocationList.load(requireStore(opts, program));
       await list.revokeSerial(opts.serial, {
         now: deps.clock.now(),
         reason: opts.reason,
