@@ -91,3 +91,11 @@ export {
 export { RelayServer, type RelayServerOptions } from "./relay_server.ts";
 export { RelayAgent, type RelayAgentOptions } from "./relay_agent.ts";
 export { splitAddress } from "./client_credentials.ts";
+export {
+  ConnectionCounter,
+  type ConnectionLimitOptions,
+  DEFAULT_CONNECTION_LIMITS,
+  LimitedListener,
+  resolveConnectionLimits,
+} from "./connection_limits.ts";
+export { isUndecodable, tolerantDecoding } from "./tolerant_decoding.ts";

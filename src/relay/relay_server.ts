@@ -16,6 +16,12 @@ import type { Logger } from "../log.ts";
 import { IdentityService, RelayService } from "../proto/mod.ts";
 import type { ConfigSource } from "../state/mod.ts";
 import type { SecretStore } from "../store/mod.ts";
+import {
+  type ConnectionLimitOptions,
+  grpcLimitOptions,
+  LimitedListener,
+  resolveConnectionLimits,
+} from "./connection_limits.ts";
 import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
 import { DEFAULT_CLIENT_CERT_TTL_MS, IdentityHandlers, identityServiceImpl } from "./identity_service.ts";
 import { MetricsRegistry } from "./metrics.ts";
@@ -60,6 +66,8 @@ export interface RelayServerOptions {
   reloadIntervalMs?: number;
   rateLimit?: FailureLimiterOptions;
   maxMessageBytes?: number;
+  /** Connections per peer and in all, TLS handshake timeout, streams per connection, idle timeout. */
+  limits?: ConnectionLimitOptions;
   /** Hub knobs (see RelayHubOptions). */
   warmupMs?: number;
   debounceMs?: number;
@@ -76,6 +84,7 @@ export class RelayServer {
   readonly material: ServerMaterialReport;
   readonly tls?: ServerTls;
   #server: grpc.Server;
+  #listener: LimitedListener;
   #http?: HttpEndpoints;
   #abort: AbortController;
   #tasks: Promise<unknown>[];
@@ -92,6 +101,7 @@ export class RelayServer {
     material: ServerMaterialReport;
     tls?: ServerTls;
     server: grpc.Server;
+    listener: LimitedListener;
     http?: HttpEndpoints;
     abort: AbortController;
     tasks: Promise<unknown>[];
@@ -106,6 +116,7 @@ export class RelayServer {
     this.material = f.material;
     this.tls = f.tls;
     this.#server = f.server;
+    this.#listener = f.listener;
     this.#http = f.http;
     this.#abort = f.abort;
     this.#tasks = f.tasks;
@@ -149,6 +160,7 @@ export class RelayServer {
     const tokens = new TokenAuthority({ store });
     const revocations = await RevocationList.load(store);
     const limiter = new FailureLimiter(o.rateLimit);
+    const limits = resolveConnectionLimits(o.limits);
     const tls = mode === "insecure" ? undefined : await ServerTls.load({
       store,
       clock,
@@ -158,6 +170,7 @@ export class RelayServer {
       rootSecret: o.rootSecret,
       signingSecret: o.signingSecret,
       reloadIntervalMs: o.reloadIntervalMs,
+      handshakeTimeoutMs: limits.handshakeTimeoutMs,
     });
     const hub = new RelayHub({
       config: o.config,
@@ -213,6 +226,7 @@ export class RelayServer {
       ...grpcMessageOptions(maxMessageBytes),
       "grpc.keepalive_time_ms": 60_000,
       "grpc.keepalive_timeout_ms": 20_000,
+      ...grpcLimitOptions(limits),
     });
     const handlers = new IdentityHandlers({
       store,
@@ -237,13 +251,18 @@ export class RelayServer {
     );
     const creds = tls ? tls.credentials : grpc.ServerCredentials.createInsecure();
     const host = o.host ?? "0.0.0.0";
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(
-        `${host.includes(":") ? `[${host}]` : host}:${o.port ?? 9900}`,
-        creds,
-        (e, p) => e ? reject(e) : resolve(p),
-      )
-    );
+    // We accept TCP ourselves to enforce the connection limits, then hand each socket to grpc-js,
+    // which does TLS and HTTP/2 on it (see connection_limits.ts).
+    const injector = server.createConnectionInjector(creds);
+    const listener = await LimitedListener.listen({
+      host,
+      port: o.port ?? 9900,
+      limits,
+      inject: (socket) => injector.injectConnection(socket),
+      log,
+      metrics,
+    });
+    const port = listener.port;
 
     let http: HttpEndpoints | undefined;
     if (o.metricsPort !== null) {
@@ -260,6 +279,7 @@ export class RelayServer {
         });
       } catch (e) {
         server.forceShutdown();
+        await listener.close();
         throw e;
       }
     }
@@ -296,6 +316,7 @@ export class RelayServer {
       material,
       tls,
       server,
+      listener,
       http,
       abort,
       tasks,
@@ -308,6 +329,7 @@ export class RelayServer {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#abort.abort();
+    this.#listener.stopAccepting();
     this.hub.closeAll("server shutting down");
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
@@ -319,6 +341,7 @@ export class RelayServer {
         resolve();
       });
     });
+    await this.#listener.close();
     await this.#http?.close();
     await Promise.allSettled(this.#tasks);
     this.#log.info("relay server stopped");

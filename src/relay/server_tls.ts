@@ -54,9 +54,13 @@ function contextOptions(m: ServerKeyMaterial, clientCaPem?: string) {
  * `clientCaPem`, a client certificate is requested but not required.
  */
 export class ReloadableServerCredentials extends grpc.ServerCredentials {
-  constructor(material: ServerKeyMaterial, clientCaPem?: string) {
+  /** `handshakeTimeoutMs`: a TLS handshake not finished in time is abandoned (node:tls default 120 s). */
+  constructor(material: ServerKeyMaterial, clientCaPem?: string, handshakeTimeoutMs?: number) {
     super(
-      clientCaPem ? { requestCert: true, rejectUnauthorized: false } : { requestCert: false },
+      {
+        ...(clientCaPem ? { requestCert: true, rejectUnauthorized: false } : { requestCert: false }),
+        ...(handshakeTimeoutMs ? { handshakeTimeout: handshakeTimeoutMs } : {}),
+      },
       contextOptions(material, clientCaPem),
     );
   }
@@ -110,6 +114,8 @@ export interface ServerTlsOptions {
   signingSecret?: string;
   /** How often the secrets are re-read for changes. Default 10000 ms. */
   reloadIntervalMs?: number;
+  /** TLS handshake timeout. Default node:tls' (120 s); the relay server passes its connection limit. */
+  handshakeTimeoutMs?: number;
 }
 
 const dec = new TextDecoder();
@@ -143,7 +149,11 @@ export class ServerTls {
   private constructor(opts: ResolvedOptions, loaded: Loaded) {
     this.#opts = opts;
     this.#cur = loaded;
-    this.credentials = new ReloadableServerCredentials(loaded.material, loaded.trustPem);
+    this.credentials = new ReloadableServerCredentials(
+      loaded.material,
+      loaded.trustPem,
+      opts.handshakeTimeoutMs,
+    );
   }
 
   /** Reads and checks the material; throws PreconditionError / InvalidInputError naming what is missing or wrong. */
