@@ -121,7 +121,8 @@ export function certificateIdentify(deps: CertificateIdentityDeps): Identify {
     if (!leaf) {
       return Promise.reject(
         new AuthenticationError(
-          "a client certificate signed by the relay CA is required (only Identity.Bootstrap works without one)",
+          "no valid client certificate (missing, expired, or not issued by the relay CA); only " +
+            "Identity.Bootstrap works without one",
         ),
       );
     }
