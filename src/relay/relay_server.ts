@@ -221,6 +221,15 @@ export class RelayServer {
         : async (call) => (await tokens.anyConfigured()) ? byToken(call) : byName(call);
     }
 
+    if (tls) {
+      const notAfter = metrics.gauge(
+        "meshrelay_server_cert_not_after_seconds",
+        "Expiry of the served server certificate (Unix seconds); alert when it comes near.",
+      );
+      const setNotAfter = () => notAfter.set(Math.floor(tls.certificate.notAfter.getTime() / 1000));
+      setNotAfter();
+      tls.onReload(setNotAfter);
+    }
     const maxMessageBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const server = new grpc.Server({
       ...grpcMessageOptions(maxMessageBytes),
@@ -269,6 +278,12 @@ export class RelayServer {
       const readiness = new Readiness({ clock });
       readiness.set("config", () => hub.ready || "declared config not loaded yet");
       readiness.set("grpc", () => true);
+      if (tls) {
+        readiness.set("server-certificate", () => {
+          const na = tls.certificate.notAfter;
+          return na.getTime() > clock.now().getTime() || `server certificate expired at ${na.toISOString()}`;
+        });
+      }
       try {
         http = await serveHttpEndpoints({
           metrics,
