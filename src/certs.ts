@@ -7,6 +7,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
 import { type Clock, systemClock } from "./clock.ts";
+import { collect as collectFlag, parseDuration } from "./cli_flags.ts";
+import { DEFAULT_KUBE_NAMESPACE, loadKubeClient, validateNamespace } from "./cli_kube.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   isKeyAlgorithm,
@@ -23,6 +25,7 @@ import {
   checkClusterNames,
   checkExitCode,
   defaultServerDnsNames,
+  deregisterCluster,
   findRoot,
   initTargets,
   inspect,
@@ -47,10 +50,13 @@ import {
   type Progress,
   progressReporter,
   readPemFile,
+  registerCluster,
   RELAY_CLIENT_SECRET_NAMES,
   RELAY_NAMESPACE,
   RELAY_ROOT_KEY_FILE,
+  RELAY_ROOT_SECRET,
   RELAY_SERVER_SECRET,
+  RELAY_TOKEN_SECRET,
   renderCheck,
   renderInspection,
   secretsToJson,
@@ -646,6 +652,158 @@ Exit codes:
       const items = await check(dir, opts.at ?? deps.clock.now(), opts.warnFraction);
       deps.out(opts.json ? JSON.stringify(items, null, 2) + "\n" : renderCheck(items));
       setCode(checkExitCode(items));
+    });
+
+  // ---- register / deregister ----
+  const addClusterFlags = (cmd: Command): Command =>
+    cmd
+      .requiredOption(
+        "--cluster <name>",
+        "the workload cluster's name (= its KubernetesCluster and the agent's --cluster)",
+      )
+      .option(
+        "--mgmt-kubeconfig <file>",
+        "kubeconfig of the management cluster (default $KUBECONFIG or ~/.kube/config)",
+      )
+      .option("--mgmt-context <name>", "its context (default the current one)")
+      .option("--mgmt-namespace <ns>", "the server's namespace (its relay secrets)", DEFAULT_KUBE_NAMESPACE)
+      .option(
+        "--remote-kubeconfig <file>",
+        "kubeconfig of the workload cluster (default $KUBECONFIG or ~/.kube/config)",
+      )
+      .option("--remote-context <name>", "its context (default the current one)")
+      .option(
+        "--remote-namespace <ns>",
+        "the agent's namespace in the workload cluster",
+        DEFAULT_KUBE_NAMESPACE,
+      )
+      .option("--root-secret <name>", "relay root CA secret (ca.crt), in both clusters", RELAY_ROOT_SECRET)
+      .option("--token-secret <name>", "bootstrap token secret in the workload cluster", RELAY_TOKEN_SECRET)
+      .option(
+        "--client-secret <name>",
+        "the agent's client certificate secret",
+        RELAY_CLIENT_SECRET_NAMES[0],
+      );
+  const clustersOf = (opts: Record<string, string | undefined>, remote: boolean) => {
+    checkClusterNames([opts.cluster!]);
+    validateNamespace(opts.mgmtNamespace!, "--mgmt-namespace");
+    validateNamespace(opts.remoteNamespace!, "--remote-namespace");
+    const mgmt = loadKubeClient(
+      { kubeconfig: opts.mgmtKubeconfig, context: opts.mgmtContext },
+      "--mgmt-kubeconfig",
+    );
+    const other = remote
+      ? loadKubeClient(
+        { kubeconfig: opts.remoteKubeconfig, context: opts.remoteContext },
+        "--remote-kubeconfig",
+      )
+      : undefined;
+    return { mgmt, remote: other };
+  };
+
+  addClusterFlags(
+    program.command("register")
+      .description(
+        "Register a workload cluster: KubernetesCluster in the management cluster; in the workload cluster the " +
+          "agent's namespace, relay-root-tls-secret and a fresh per-cluster bootstrap token " +
+          "(relay-identity-token-secret), and with --server-address the ConfigMap meshrelay-agent the agent " +
+          "Deployment reads. --wait: wait for the agent's client certificate, then delete the bootstrap token.",
+      ),
+  )
+    .option(
+      "--server-address <host:port>",
+      "the relay server as the agent dials it (ConfigMap meshrelay-agent)",
+    )
+    .option("--authority <name>", "TLS server name for SNI passthrough (ConfigMap meshrelay-agent)")
+    .option("--cluster-domain <domain>", "DNS suffix of the cluster's Services", "cluster.local")
+    .option("--label <key=value>", "label of the KubernetesCluster (repeat)", collectFlag)
+    .option("--token-key <key>", "key of the token in the token secret", "token")
+    .option("--token-ttl <duration>", "lifetime of the bootstrap token", parseDuration, 3_600_000)
+    .option("--wait", "wait for the agent's client certificate, then delete the bootstrap token secret")
+    .option("--wait-timeout <duration>", "how long --wait waits", parseDuration, 300_000)
+    .option("-v, --verbose", "a progress line per step on stderr even when it is not a terminal")
+    .addHelpText(
+      "after",
+      "\nExit codes:\n  0  registered (with --wait: the agent has its certificate)\n  1  failed (API errors, --wait timed out)\n" +
+        "  2  bad input (flags, kubeconfig, context)\nReference: docs/kubernetes.md.",
+    )
+    .action(async (opts) => {
+      const labels: Record<string, string> = {};
+      for (const l of (opts.label ?? []) as string[]) {
+        const i = l.indexOf("=");
+        if (i <= 0) throw new InvalidInputError(`--label ${JSON.stringify(l)}: expected key=value`);
+        labels[l.slice(0, i)] = l.slice(i + 1);
+      }
+      if (opts.serverAddress && !/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(opts.serverAddress)) {
+        throw new InvalidInputError("--server-address must be host:port");
+      }
+      const { mgmt, remote } = clustersOf(opts, true);
+      const progress = progressFor(deps, opts);
+      const r = await registerCluster({
+        cluster: opts.cluster,
+        mgmt,
+        mgmtNamespace: opts.mgmtNamespace,
+        remote: remote!,
+        remoteNamespace: opts.remoteNamespace,
+        clusterDomain: opts.clusterDomain,
+        labels,
+        serverAddress: opts.serverAddress,
+        authority: opts.authority,
+        rootSecret: opts.rootSecret,
+        tokenSecret: opts.tokenSecret,
+        tokenKey: opts.tokenKey,
+        clientSecret: opts.clientSecret,
+        tokenTtlMs: opts.tokenTtl,
+        waitMs: opts.wait ? opts.waitTimeout : undefined,
+        clock: deps.clock,
+        progress,
+      });
+      if (r.clientSerial) {
+        deps.out(
+          `${opts.cluster}: registered; the agent holds client certificate ${r.clientSerial}` +
+            (r.tokenSecretDeleted ? `; bootstrap token secret ${opts.tokenSecret} deleted` : "") + "\n",
+        );
+      } else {
+        deps.out(
+          `${opts.cluster}: registered; bootstrap token ${r.tokenId} waits in ${opts.remoteNamespace}/${opts.tokenSecret} ` +
+            "for the agent (run with --wait to delete it once the agent has its certificate)\n",
+        );
+      }
+      setCode(0);
+    });
+
+  addClusterFlags(
+    program.command("deregister")
+      .description(
+        "Deregister a workload cluster: delete its KubernetesCluster (the server revokes its certificates and " +
+          "closes its stream), revoke its unused bootstrap tokens, and remove the relay secrets and the " +
+          "ConfigMap meshrelay-agent from the workload cluster (not the namespace, not Istio's cacerts).",
+      ),
+  )
+    .option(
+      "--skip-remote",
+      "the workload cluster is gone or unreachable: clean up the management cluster only",
+    )
+    .option("-v, --verbose", "a progress line per step on stderr even when it is not a terminal")
+    .action(async (opts) => {
+      const { mgmt, remote } = clustersOf(opts, !opts.skipRemote);
+      const r = await deregisterCluster({
+        cluster: opts.cluster,
+        mgmt,
+        mgmtNamespace: opts.mgmtNamespace,
+        remote,
+        remoteNamespace: opts.remoteNamespace,
+        rootSecret: opts.rootSecret,
+        tokenSecret: opts.tokenSecret,
+        clientSecret: opts.clientSecret,
+        progress: progressFor(deps, opts),
+      });
+      deps.out(
+        `${opts.cluster}: ${r.wasRegistered ? "deregistered" : "was not registered"}` +
+          (r.revokedTokens.length ? `; revoked unused tokens ${r.revokedTokens.join(", ")}` : "") +
+          (r.removed.length ? `; removed ${r.removed.join(", ")} from the workload cluster` : "") + "\n",
+      );
+      setCode(0);
     });
 
   return program;

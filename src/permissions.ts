@@ -63,19 +63,26 @@ export function isMode(name: string | undefined): name is Mode {
   return (MODES as readonly string[]).includes(name ?? "");
 }
 
+/** `certs` subcommands that always talk to Kubernetes API servers (management and workload cluster). */
+const KUBE_SUBCOMMANDS = ["register", "deregister"];
+
 /**
  * What an invocation needs, read from the mode's own arguments (before the CLI library parses them, so
  * narrowing can happen before any mode code is even loaded). Any `--kube…` flag (`--kube`,
- * `--kubeconfig`, `--kube-context`) means the Kubernetes API will be used. Arguments after `--` are
+ * `--kubeconfig`, `--kube-context`), a `--mgmt-…`/`--remote-…` kubeconfig or context flag, or the
+ * `register`/`deregister` subcommand means the Kubernetes API will be used. Arguments after `--` are
  * operands, not flags.
  */
 export function needsFromArgs(args: readonly string[]): Needs {
   const end = args.indexOf("--");
   const flags = end === -1 ? args : args.slice(0, end);
   return {
-    kube: flags.some((a) =>
-      a === "--kube" || a.startsWith("--kube-") || a.startsWith("--kube=") || a.startsWith("--kubeconfig")
-    ),
+    kube: KUBE_SUBCOMMANDS.includes(flags[0] ?? "") ||
+      flags.some((a) =>
+        a === "--kube" || a.startsWith("--kube-") || a.startsWith("--kube=") ||
+        a.startsWith("--kubeconfig") ||
+        /^--(mgmt|remote)-(kubeconfig|context)(=|$)/.test(a)
+      ),
   };
 }
 

@@ -64,6 +64,12 @@ Deno.test("needsFromArgs: any --kube flag before -- means the Kubernetes API is 
     [["init", "--kube-context", "mgmt"], true],
     [["inspect", "--", "--kube"], false],
     [["init", "--kubernetes-is-not-a-flag"], false],
+    [["register", "--cluster", "c1"], true],
+    [["deregister", "--cluster", "c1", "--skip-remote"], true],
+    [["inspect", "register"], false],
+    [["init", "--mgmt-context", "m"], true],
+    [["init", "--remote-kubeconfig=/k"], true],
+    [["init", "--mgmt-namespace", "ns"], false],
     [[], false],
   ];
   for (const [args, kube] of cases) {
