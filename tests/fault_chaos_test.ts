@@ -1,0 +1,330 @@
+/**
+ * Chaos run with real processes on loopback: one `meshrelay server` (mTLS) and three `meshrelay agent`
+ * processes, each agent behind its own TCP fault proxy. A seeded sequence of faults and changes runs
+ * for a bounded time: kill -9 and restart the server, kill -9 and restart an agent, cut an agent's
+ * connections (drop), black-hole them for a while (stall), make them slow, rotate the server
+ * certificate on disk, change what an agent discovers (which, through a ServiceFederation, changes
+ * the other clusters' desired state), and change the declared config.
+ *
+ * At the end, with every agent stopped gracefully, the server is asked through the protocol itself
+ * (tests/support/relay_probe.ts): every cluster's inventory on the server equals what its discovery
+ * folder holds, each key once; the first desired diff after a Hello listing what the agent's applier
+ * holds is empty (applied == desired); the applier wrote one file per object (nothing duplicated).
+ * No process exited on its own: the only non-zero exits are our kill -9s, and every process still
+ * running at the end exits 0 on SIGTERM.
+ */
+import { systemClock } from "../src/clock.ts";
+import { nullLogger } from "../src/log.ts";
+import {
+  certificatesToPem,
+  certificateToPem,
+  generateKeyPair,
+  issueCertificate,
+  loadIssuer,
+  privateKeyToPem,
+} from "../src/pki/mod.ts";
+import {
+  DirectoryApplier,
+  DirectoryDiscoverySource,
+  objectKey,
+  resourceVersionOf,
+} from "../src/state/mod.ts";
+import { FileSecretStore } from "../src/store/mod.ts";
+import { FaultProxy } from "../src/testing/fault_proxy.ts";
+import { assert, assertEquals } from "../src/testing/assert.ts";
+import {
+  appliedFiles,
+  freePort,
+  type Proc,
+  sleep,
+  startAgent,
+  startServer,
+  waitFor,
+} from "./relay_e2e_harness.ts";
+import { seeded } from "./support/hostile.ts";
+import { probe } from "./support/relay_probe.ts";
+
+const CLUSTERS = ["c1", "c2", "c3"];
+const RUN_MS = 15_000;
+
+const clustersYaml = CLUSTERS.map((c) =>
+  `apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: ${c}\n  labels:\n    env: prod\n`
+).join("---\n");
+
+const federationYaml = `apiVersion: meshrelay.io/v1alpha1
+kind: ServiceFederation
+metadata:
+  name: exported
+spec:
+  clusterSelector:
+    matchLabels:
+      env: prod
+  exportSelector:
+    matchLabels:
+      export: "true"
+  namespace: istio-system
+`;
+
+function baselineYaml(version: number): string {
+  const maps = Array.from(
+    { length: 2 + (version % 3) },
+    (_, i) =>
+      `    - apiVersion: v1\n      kind: ConfigMap\n      metadata:\n        name: base-${i}\n        namespace: apps\n      data:\n        v: "${version}"\n`,
+  ).join("");
+  return `apiVersion: meshrelay.io/v1alpha1\nkind: ClusterConfig\nmetadata:\n  name: baseline\nspec:\n  clusterSelector:\n    matchLabels:\n      env: prod\n  objects:\n${maps}`;
+}
+
+function discoveryYaml(cluster: string, version: number): string {
+  const docs = [
+    `apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n`,
+    `apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  replicas: ${
+      1 + (version % 4)
+    }\n`,
+    `apiVersion: v1\nkind: Service\nmetadata:\n  name: web-${cluster}\n  namespace: apps\n  labels:\n    export: "true"\nspec:\n  ports:\n    - name: http\n      port: ${
+      8000 + (version % 5)
+    }\n`,
+  ];
+  if (version % 2 === 1) {
+    docs.push(
+      `apiVersion: v1\nkind: Service\nmetadata:\n  name: extra-${cluster}\n  namespace: apps\n  labels:\n    export: "true"\nspec:\n  ports:\n    - name: grpc\n      port: 9000\n`,
+    );
+  }
+  return docs.join("---\n");
+}
+
+async function writeAtomic(path: string, text: string): Promise<void> {
+  await Deno.writeTextFile(`${path}.tmp`, text);
+  await Deno.rename(`${path}.tmp`, path);
+}
+
+interface AgentSlot {
+  cluster: string;
+  proxy: FaultProxy;
+  proc?: Proc;
+  dirs: { secrets: string; discovery: string; apply: string };
+  version: number;
+  killed: number;
+}
+
+Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes converge with nothing lost or doubled", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "meshrelay-chaos-" });
+  const secrets = `${tmp}/server-secrets`;
+  const config = `${tmp}/config`;
+  await Deno.mkdir(config, { recursive: true });
+  await Deno.writeTextFile(`${config}/clusters.yaml`, clustersYaml);
+  await Deno.writeTextFile(`${config}/federation.yaml`, federationYaml);
+  let configVersion = 0;
+  await Deno.writeTextFile(`${config}/baseline.yaml`, baselineYaml(configVersion));
+
+  const port = freePort();
+  const serverArgs = [
+    "--port",
+    String(port),
+    "--metrics-port",
+    "0",
+    "--secrets-dir",
+    secrets,
+    "--config-dir",
+    config,
+    "--tls-reload-interval",
+    "1s",
+    "--warmup",
+    "2s",
+  ];
+  const slots: AgentSlot[] = [];
+  let server: Proc | undefined;
+  const unexpected: string[] = [];
+  let serverKills = 0;
+  try {
+    server = (await startServer(serverArgs, "chaos-server")).proc;
+    const rootFile = `${tmp}/root.crt`;
+    await Deno.copyFile(`${secrets}/relay-root-tls-secret/ca.crt`, rootFile);
+    const token = (await Deno.readTextFile(`${secrets}/relay-identity-token-secret/token`)).trim();
+
+    const startSlot = (s: AgentSlot) => {
+      s.proc = startAgent([
+        "--cluster",
+        s.cluster,
+        "--server-address",
+        `127.0.0.1:${s.proxy.port}`,
+        "--root-ca",
+        rootFile,
+        "--token",
+        token,
+        "--secrets-dir",
+        s.dirs.secrets,
+        "--discovery-dir",
+        s.dirs.discovery,
+        "--apply-dir",
+        s.dirs.apply,
+      ], `agent-${s.cluster}`);
+    };
+    for (const cluster of CLUSTERS) {
+      const dirs = {
+        secrets: `${tmp}/${cluster}/secrets`,
+        discovery: `${tmp}/${cluster}/discovery`,
+        apply: `${tmp}/${cluster}/applied`,
+      };
+      await Deno.mkdir(dirs.discovery, { recursive: true });
+      await Deno.mkdir(dirs.secrets, { recursive: true });
+      await Deno.writeTextFile(`${dirs.discovery}/objects.yaml`, discoveryYaml(cluster, 0));
+      const slot: AgentSlot = {
+        cluster,
+        proxy: await FaultProxy.start({ targetPort: port, slowSliceBytes: 256, slowDelayMs: 5 }),
+        dirs,
+        version: 0,
+        killed: 0,
+      };
+      slots.push(slot);
+      startSlot(slot);
+    }
+    for (const s of slots) {
+      await s.proc!.waitForLine((l) => l.msg === "in sync with the server", `${s.cluster} in sync`, 30_000);
+    }
+
+    /** A new server certificate from the signing CA, written as cert-manager would. */
+    const rotateServerCert = async () => {
+      const now = new Date();
+      const signing = await loadIssuer(
+        await Deno.readTextFile(`${secrets}/relay-tls-signing-secret/tls.crt`),
+        await Deno.readTextFile(`${secrets}/relay-tls-signing-secret/tls.key`),
+        { now },
+      );
+      const kp = await generateKeyPair();
+      const cert = await issueCertificate({
+        profile: "server",
+        subject: "CN=meshrelay-server",
+        dnsNames: ["localhost"],
+        ipAddresses: ["127.0.0.1", "::1"],
+        publicKey: kp.publicKey,
+        issuer: signing,
+        now,
+        validityMs: 86_400_000,
+      });
+      const enc = new TextEncoder();
+      const store = new FileSecretStore(secrets);
+      const cur = await store.get("relay-server-tls-secret");
+      await store.put("relay-server-tls-secret", {
+        ...cur?.data,
+        "tls.crt": enc.encode(certificateToPem(cert) + certificatesToPem([signing.certificate])),
+        "tls.key": enc.encode(await privateKeyToPem(kp)),
+      });
+    };
+
+    // ------------------------------------------------------------------ the chaos
+    const r = seeded(20261123);
+    const end = Date.now() + RUN_MS;
+    const events: string[] = [];
+    while (Date.now() < end) {
+      const s = slots[r.int(slots.length)];
+      const pick = r.int(9);
+      if (pick === 0) {
+        events.push("kill -9 server");
+        const st = await server!.kill9();
+        if (st.signal !== "SIGKILL") unexpected.push(`server ended before our kill: ${JSON.stringify(st)}`);
+        serverKills++;
+        await sleep(100 + r.int(600));
+        server = (await startServer(serverArgs, `chaos-server-${serverKills}`)).proc;
+      } else if (pick === 1) {
+        events.push(`kill -9 agent ${s.cluster}`);
+        const st = await s.proc!.kill9();
+        if (st.signal !== "SIGKILL") {
+          unexpected.push(`${s.cluster} ended before our kill: ${JSON.stringify(st)}`);
+        }
+        s.killed++;
+        await sleep(r.int(500));
+        startSlot(s);
+      } else if (pick === 2) {
+        events.push(`drop ${s.cluster}`);
+        s.proxy.drop();
+      } else if (pick === 3) {
+        events.push(`stall ${s.cluster}`);
+        s.proxy.mode = "stall";
+        await sleep(300 + r.int(1200));
+        s.proxy.mode = "pass";
+      } else if (pick === 4) {
+        events.push(`slow ${s.cluster}`);
+        s.proxy.mode = "slow";
+        await sleep(500 + r.int(1500));
+        s.proxy.mode = "pass";
+      } else if (pick === 5) {
+        events.push("rotate server certificate");
+        await rotateServerCert();
+      } else if (pick === 6) {
+        events.push(`config v${configVersion + 1}`);
+        await writeAtomic(`${config}/baseline.yaml`, baselineYaml(++configVersion));
+      } else {
+        events.push(`discovery ${s.cluster} v${s.version + 1}`);
+        await writeAtomic(`${s.dirs.discovery}/objects.yaml`, discoveryYaml(s.cluster, ++s.version));
+      }
+      // A process that ended on its own is a crash.
+      for (const x of slots) {
+        if (x.proc?.exited) unexpected.push(`${x.cluster} exited: ${JSON.stringify(x.proc.exited)}`);
+      }
+      if (server?.exited) unexpected.push(`server exited: ${JSON.stringify(server.exited)}`);
+      assertEquals(unexpected, [], `after ${events.join(", ")}`);
+      await sleep(200 + r.int(800));
+    }
+
+    // ------------------------------------------------------------------ convergence
+    for (const s of slots) s.proxy.mode = "pass";
+    const rootPem = await Deno.readTextFile(rootFile);
+    /** The server's view of `s` vs the truth, through the protocol; a list of differences. */
+    const differences = async (s: AgentSlot): Promise<string[]> => {
+      const crt = await Deno.readTextFile(`${s.dirs.secrets}/relay-client-tls-secret/tls.crt`);
+      const key = await Deno.readTextFile(`${s.dirs.secrets}/relay-client-tls-secret/tls.key`);
+      const applier = new DirectoryApplier({ root: s.dirs.apply, log: nullLogger });
+      const held = new Map([...await applier.held()].map(([k, v]) => [k, v.version]));
+      let p;
+      try {
+        p = await probe(port, rootPem, { certPem: crt, keyPem: key }, held, 5_000);
+      } catch (e) {
+        return [`probe: ${e instanceof Error ? e.message : e}`];
+      }
+      const truth = await new DirectoryDiscoverySource({
+        root: s.dirs.discovery,
+        clock: systemClock,
+        log: nullLogger,
+      }).snapshot();
+      const want = new Map(truth.map((o) => [objectKey(o), resourceVersionOf(o)]));
+      const out: string[] = [];
+      const keys = p.inventory.map(([k]) => k);
+      if (new Set(keys).size !== keys.length) out.push("a key twice in the server's inventory");
+      const inv = new Map(p.inventory);
+      for (const [k, v] of want) if (inv.get(k) !== v) out.push(`server inventory lacks ${k}@${v}`);
+      for (const k of inv.keys()) if (!want.has(k)) out.push(`server inventory has stale ${k}`);
+      for (const k of p.upserts) out.push(`applied lacks desired ${k}`);
+      for (const k of p.deletes) out.push(`applied has undesired ${k}`);
+      if (held.size === 0) out.push("nothing applied");
+      const files = (await appliedFiles(s.dirs.apply)).length;
+      if (files !== held.size) out.push(`${files} files for ${held.size} objects`);
+      return out.map((d) => `${s.cluster}: ${d}`);
+    };
+    // Probing replaces the agent's stream; the agent reconnects and resyncs by difference, so
+    // probing while agents run is safe, and converged means every probe found nothing.
+    let last: string[] = [];
+    await waitFor(`convergence after ${events.join(", ")}`, async () => {
+      last = (await Promise.all(slots.map(differences))).flat();
+      return last.length === 0;
+    }, 40_000).catch((e) => {
+      throw new Error(`${e.message}\n${last.join("\n")}`);
+    });
+    for (const s of slots) {
+      const st = await s.proc!.stop("SIGTERM");
+      assertEquals(st.code, 0, `${s.cluster} exit on SIGTERM: ${JSON.stringify(st)}`);
+    }
+    // Stopped agents change nothing: the same holds with nobody connected.
+    assertEquals((await Promise.all(slots.map(differences))).flat(), []);
+    for (const s of slots) assert(s.proc!.lines.some((l) => l.msg === "in sync with the server"));
+    const st = await server!.stop("SIGTERM");
+    assertEquals(st.code, 0, `server exit on SIGTERM: ${JSON.stringify(st)}`);
+    console.log(`chaos: ${events.length} events: ${events.join(", ")}`);
+  } finally {
+    for (const s of slots) {
+      await s.proc?.kill9();
+      await s.proxy.close();
+    }
+    await server?.kill9();
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+});
