@@ -1,6 +1,6 @@
 /**
  * Declared configuration read from the management cluster's meshrelay.io custom resources
- * (`KubernetesCluster`, `ClusterConfig`, `ServiceFederation`; CRDs in deploy/crds/).
+ * (`KubernetesCluster`, `ClusterConfig`, `ServiceFederation`, `RootTrustPolicy`; CRDs in deploy/crds/).
  * @module
  */
 import type { KubeConfig } from "@kubernetes/client-node";
@@ -22,6 +22,7 @@ export const CONFIG_KINDS: readonly { kind: string; plural: string }[] = [
   { kind: "KubernetesCluster", plural: "kubernetesclusters" },
   { kind: "ClusterConfig", plural: "clusterconfigs" },
   { kind: "ServiceFederation", plural: "servicefederations" },
+  { kind: "RootTrustPolicy", plural: "roottrustpolicies" },
 ];
 
 /** Annotations that are copies of the object, not configuration. */
@@ -64,10 +65,10 @@ function collectionPath(plural: string): string {
 /**
  * {@linkcode ConfigSource} over the meshrelay.io custom resources of one API server.
  *
- * - `list()` lists the three kinds and returns their documents (KubernetesClusters, then
- *   ClusterConfigs, then ServiceFederations, each by name) in exactly the shape
+ * - `list()` lists the four kinds and returns their documents (KubernetesClusters, then
+ *   ClusterConfigs, ServiceFederations, then RootTrustPolicies, each by name) in exactly the shape
  *   `parseDeclaredConfig` reads from a config folder. A missing CRD is a `PreconditionError` naming it.
- * - `changes()` watches the three kinds and yields when the documents changed (status-only updates
+ * - `changes()` watches the four kinds and yields when the documents changed (status-only updates
  *   and server-side bookkeeping do not count). Bursts coalesce: one yield covers every change made
  *   before the consumer asked for the next one. Expired watches re-list; failures are retried with
  *   backoff and logged, so a CRD installed after the server started is picked up.

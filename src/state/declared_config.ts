@@ -40,12 +40,38 @@ export interface ServiceFederationSpec {
   namespace: string;
 }
 
+/** Default lifetime of the Istio intermediate CAs a `RootTrustPolicy` issues. */
+export const DEFAULT_ISTIO_INTERMEDIATE_TTL_DAYS = 365;
+
+/** A valid `RootTrustPolicy`: the root that signs the clusters' Istio intermediate CAs (federated trust). */
+export interface RootTrustPolicySpec {
+  name: string;
+  /** Which clusters it serves; undefined: every registered cluster. */
+  target?: ClusterTarget;
+  /** A root the server generates and keeps (secret `root-trust.<name>`), or the user's own root in a secret. */
+  ca: { generated: true } | { secretRef: string };
+  /** Lifetime of each cluster's intermediate CA. */
+  ttlDays: number;
+}
+
 /** All declared documents, sorted by name within each kind, plus one message per rejected document. */
 export interface DeclaredConfig {
   clusters: ClusterInfo[];
   clusterConfigs: ClusterConfigSpec[];
   federations: ServiceFederationSpec[];
+  rootTrustPolicies: RootTrustPolicySpec[];
   errors: string[];
+}
+
+/**
+ * The `RootTrustPolicy` that serves `cluster`: the first by name whose target includes it (a policy
+ * without target serves every cluster). Undefined when none does.
+ */
+export function rootTrustPolicyFor(
+  policies: readonly RootTrustPolicySpec[],
+  cluster: ClusterInfo,
+): RootTrustPolicySpec | undefined {
+  return policies.find((p) => !p.target || targets(p.target, cluster));
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -73,7 +99,13 @@ export function targets(target: ClusterTarget, cluster: ClusterInfo): boolean {
  * errors (a config folder holds only meshrelay documents; objects to deliver go in `spec.objects`).
  */
 export function parseDeclaredConfig(docs: readonly KubeObject[]): DeclaredConfig {
-  const out: DeclaredConfig = { clusters: [], clusterConfigs: [], federations: [], errors: [] };
+  const out: DeclaredConfig = {
+    clusters: [],
+    clusterConfigs: [],
+    federations: [],
+    rootTrustPolicies: [],
+    errors: [],
+  };
   const seen = new Set<string>();
   for (const doc of docs) {
     const id = `${doc.kind}/${doc.metadata?.name}`;
@@ -133,8 +165,12 @@ export function parseDeclaredConfig(docs: readonly KubeObject[]): DeclaredConfig
           out.federations.push({ name, target, exportLabels, namespace });
           break;
         }
+        case "RootTrustPolicy": {
+          out.rootTrustPolicies.push(parseRootTrustPolicy(name, spec));
+          break;
+        }
         default:
-          throw `unknown kind (expected KubernetesCluster, ClusterConfig or ServiceFederation)`;
+          throw `unknown kind (expected KubernetesCluster, ClusterConfig, ServiceFederation or RootTrustPolicy)`;
       }
     } catch (e) {
       fail(typeof e === "string" ? e : e instanceof Error ? e.message : String(e));
@@ -144,7 +180,40 @@ export function parseDeclaredConfig(docs: readonly KubeObject[]): DeclaredConfig
   out.clusters.sort(byName);
   out.clusterConfigs.sort(byName);
   out.federations.sort(byName);
+  out.rootTrustPolicies.sort(byName);
   return out;
+}
+
+function parseRootTrustPolicy(name: string, spec: Record<string, unknown>): RootTrustPolicySpec {
+  const target = spec.clusters === undefined && spec.clusterSelector === undefined
+    ? undefined
+    : parseTarget(spec);
+  const ca = spec.mgmtServerCa as Record<string, unknown> | undefined;
+  if (ca === null || typeof ca !== "object" || Array.isArray(ca)) {
+    throw "spec.mgmtServerCa must be a mapping with generated: {} or secretRef: {name}";
+  }
+  const generated = ca.generated !== undefined;
+  const ref = ca.secretRef as Record<string, unknown> | undefined;
+  if (generated === (ref !== undefined)) {
+    throw "spec.mgmtServerCa needs exactly one of generated: {} and secretRef: {name}";
+  }
+  if (
+    ref !== undefined && (typeof ref !== "object" || ref === null || typeof ref.name !== "string" ||
+      !DNS_SUBDOMAIN.test(ref.name))
+  ) {
+    throw "spec.mgmtServerCa.secretRef.name must name a secret in the server's namespace";
+  }
+  const opts = (spec.intermediateCertOptions ?? {}) as Record<string, unknown>;
+  const ttlDays = opts.ttlDays ?? DEFAULT_ISTIO_INTERMEDIATE_TTL_DAYS;
+  if (typeof ttlDays !== "number" || !Number.isInteger(ttlDays) || ttlDays < 1 || ttlDays > 3650) {
+    throw "spec.intermediateCertOptions.ttlDays must be a whole number of days from 1 to 3650";
+  }
+  return {
+    name,
+    ...(target ? { target } : {}),
+    ca: ref ? { secretRef: ref.name as string } : { generated: true },
+    ttlDays,
+  };
 }
 
 function parseTarget(spec: Record<string, unknown>): ClusterTarget {

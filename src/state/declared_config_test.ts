@@ -1,5 +1,5 @@
 import { assertEquals, assertMatch } from "../testing/assert.ts";
-import { matchesLabels, parseDeclaredConfig, targets } from "./declared_config.ts";
+import { matchesLabels, parseDeclaredConfig, rootTrustPolicyFor, targets } from "./declared_config.ts";
 import type { KubeObject } from "./types.ts";
 
 const V = "meshrelay.io/v1alpha1";
@@ -48,6 +48,45 @@ Deno.test("parseDeclaredConfig accepts", async (t) => {
       namespace: "istio-system",
     }]);
   });
+  await t.step("RootTrustPolicy: generated for every cluster, or a secret for selected ones", () => {
+    const r = parseDeclaredConfig([
+      doc("RootTrustPolicy", "z-own", {
+        clusterSelector: { matchLabels: { env: "prod" } },
+        mgmtServerCa: { secretRef: { name: "my-istio-root" } },
+        intermediateCertOptions: { ttlDays: 30 },
+      }),
+      doc("RootTrustPolicy", "a-generated", { clusters: ["c2"], mgmtServerCa: { generated: {} } }),
+      doc("RootTrustPolicy", "m-all", { mgmtServerCa: { generated: {} } }),
+    ]);
+    assertEquals(r.errors, []);
+    assertEquals(r.rootTrustPolicies, [
+      {
+        name: "a-generated",
+        target: { clusters: ["c2"], matchLabels: undefined },
+        ca: { generated: true },
+        ttlDays: 365,
+      },
+      { name: "m-all", ca: { generated: true }, ttlDays: 365 },
+      {
+        name: "z-own",
+        target: { clusters: [], matchLabels: { env: "prod" } },
+        ca: { secretRef: "my-istio-root" },
+        ttlDays: 30,
+      },
+    ]);
+    // The first by name that targets the cluster; one without target serves everyone.
+    const c = (name: string, env: string) => ({ name, labels: { env } });
+    assertEquals(rootTrustPolicyFor(r.rootTrustPolicies, c("c2", "dev"))?.name, "a-generated");
+    assertEquals(rootTrustPolicyFor(r.rootTrustPolicies, c("c1", "prod"))?.name, "m-all");
+    assertEquals(
+      rootTrustPolicyFor(r.rootTrustPolicies.filter((p) => p.name !== "m-all"), c("c1", "prod"))?.name,
+      "z-own",
+    );
+    assertEquals(
+      rootTrustPolicyFor(r.rootTrustPolicies.filter((p) => p.name !== "m-all"), c("c1", "dev")),
+      undefined,
+    );
+  });
 });
 
 Deno.test("parseDeclaredConfig rejects one document at a time", async (t) => {
@@ -84,6 +123,25 @@ Deno.test("parseDeclaredConfig rejects one document at a time", async (t) => {
         namespace: "A B",
       }),
       /namespace/,
+    ],
+    ["RootTrustPolicy without CA", doc("RootTrustPolicy", "x", {}), /mgmtServerCa/],
+    [
+      "RootTrustPolicy with both CAs",
+      doc("RootTrustPolicy", "x", { mgmtServerCa: { generated: {}, secretRef: { name: "s" } } }),
+      /exactly one/,
+    ],
+    [
+      "RootTrustPolicy with a bad secret name",
+      doc("RootTrustPolicy", "x", { mgmtServerCa: { secretRef: { name: "A B" } } }),
+      /secretRef.name/,
+    ],
+    [
+      "RootTrustPolicy with a zero TTL",
+      doc("RootTrustPolicy", "x", {
+        mgmtServerCa: { generated: {} },
+        intermediateCertOptions: { ttlDays: 0 },
+      }),
+      /ttlDays/,
     ],
   ];
   for (const [name, d, re] of cases) {

@@ -27,8 +27,11 @@ export {
   type DeclaredConfig,
   DEFAULT_CLUSTER_DOMAIN,
   DEFAULT_FEDERATION_NAMESPACE,
+  DEFAULT_ISTIO_INTERMEDIATE_TTL_DAYS,
   matchesLabels,
   parseDeclaredConfig,
+  rootTrustPolicyFor,
+  type RootTrustPolicySpec,
   type ServiceFederationSpec,
   targets,
 } from "./declared_config.ts";

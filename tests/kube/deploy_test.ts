@@ -101,11 +101,12 @@ Deno.test("deploy/ manifests: shape, ports, probes, scrape annotations, referenc
       });
     },
   );
-  await t.step("the CRDs are the three meshrelay.io v1alpha1 kinds", () => {
+  await t.step("the CRDs are the four meshrelay.io v1alpha1 kinds", () => {
     const crds = all.get("crds")!;
     assertEquals(crds.map((c) => c.metadata.name).sort(), [
       "clusterconfigs.meshrelay.io",
       "kubernetesclusters.meshrelay.io",
+      "roottrustpolicies.meshrelay.io",
       "servicefederations.meshrelay.io",
     ]);
   });
