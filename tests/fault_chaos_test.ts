@@ -31,7 +31,7 @@ import {
 } from "../src/state/mod.ts";
 import { FileSecretStore } from "../src/store/mod.ts";
 import { FaultProxy } from "../src/testing/fault_proxy.ts";
-import { assert, assertEquals } from "../src/testing/assert.ts";
+import { assertEquals } from "../src/testing/assert.ts";
 import {
   appliedFiles,
   freePort,
@@ -315,7 +315,6 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
     }
     // Stopped agents change nothing: the same holds with nobody connected.
     assertEquals((await Promise.all(slots.map(differences))).flat(), []);
-    for (const s of slots) assert(s.proc!.lines.some((l) => l.msg === "in sync with the server"));
     const st = await server!.stop("SIGTERM");
     assertEquals(st.code, 0, `server exit on SIGTERM: ${JSON.stringify(st)}`);
     console.log(`chaos: ${events.length} events: ${events.join(", ")}`);

@@ -13,7 +13,10 @@ import {
 export interface FileSecretStoreOptions {
   /** How long to wait for another writer's lock before giving up. */
   lockTimeoutMs?: number;
-  /** A lock older than this is considered left behind by a crashed writer. */
+  /**
+   * A lock not refreshed for this long was left behind by a writer that died (kill -9 mid-put); the
+   * holder refreshes it every third of this while it works, so a slow writer keeps it. Default 3000.
+   */
   staleLockMs?: number;
 }
 
@@ -34,7 +37,7 @@ export class FileSecretStore implements SecretStore {
   constructor(root: string, opts: FileSecretStoreOptions = {}) {
     this.root = root.replace(/\/+$/, "") || "/";
     this.#lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
-    this.#staleLockMs = opts.staleLockMs ?? 30_000;
+    this.#staleLockMs = opts.staleLockMs ?? 3_000;
   }
 
   async get(name: string): Promise<Secret | undefined> {
@@ -201,9 +204,16 @@ export class FileSecretStore implements SecretStore {
         await new Promise((r) => setTimeout(r, 10 + Math.random() * 20));
       }
     }
+    // Heartbeat: a live holder keeps the lock fresh, so only a dead one's goes stale. (Liveness by
+    // pid would need /proc, which Deno's permission sets do not grant, and breaks across containers.)
+    const beat = setInterval(() => {
+      const now = new Date();
+      Deno.utime(lock, now, now).catch(() => {});
+    }, Math.max(50, Math.floor(this.#staleLockMs / 3)));
     try {
       return await fn();
     } finally {
+      clearInterval(beat);
       await Deno.remove(lock).catch(() => {});
     }
   }
