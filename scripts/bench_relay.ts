@@ -179,6 +179,8 @@ async function writeAtomic(path: string, text: string): Promise<void> {
 // ------------------------------------------------------------------ one N
 
 interface Options {
+  /** Extra V8 flags for the meshrelay server process (e.g. a smaller young generation). */
+  serverV8Flags?: string;
   rounds: number;
   ingest: number;
   perLoadgen: number;
@@ -341,6 +343,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
     [
       "run",
       "-A",
+      ...(o.serverV8Flags ? [`--v8-flags=${o.serverV8Flags}`] : []),
       "mod.ts",
       "server",
       "--host",
@@ -357,6 +360,9 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
       configDir,
       "--log-level",
       "warn",
+      // Every simulated agent dials from 127.0.0.1: one peer address as far as limits go.
+      "--max-connections-per-peer",
+      "0",
     ],
     `${tmp}/server.log`,
     mport,
@@ -651,6 +657,7 @@ if (import.meta.main) {
     .option("--ingest <n>", "new discovered entities per agent in the ingest phase", "20")
     .option("--per-loadgen <n>", "agents per load-generator process", "2500")
     .option("--keep", "keep the temp dirs (logs)")
+    .option("--server-v8-flags <flags>", "V8 flags for the meshrelay server process")
     .option("--out <file>", "JSON results", "bench/results/latest.json")
     .parse(["deno", "bench", ...Deno.args]);
   const opts = program.opts();
@@ -660,6 +667,7 @@ if (import.meta.main) {
     ingest: Number(opts.ingest),
     perLoadgen: Number(opts.perLoadgen),
     keep: !!opts.keep,
+    serverV8Flags: opts.serverV8Flags,
   };
   const started = new Date();
   const m = machine();
