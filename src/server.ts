@@ -100,6 +100,11 @@ function kubeTarget(opts: KubeOpts): { client: KubeClient; namespace: string } |
   return { client, namespace: validateNamespace(kubeNamespace(opts.namespace), "--namespace") };
 }
 
+/** DNS names of the shipped `meshrelay-server` Service in `ns` (deploy/server/40-service.yaml). */
+function serviceDnsNames(ns: string): string[] {
+  return ["meshrelay-server", `meshrelay-server.${ns}`, `meshrelay-server.${ns}.svc`];
+}
+
 function kubeStore(t: { client: KubeClient; namespace: string }): SecretStore {
   return new KubeSecretStore({ client: t.client, namespace: t.namespace, labels: SECRET_LABELS });
 }
@@ -264,7 +269,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     )
     .option(
       "--server-dns <name>",
-      "DNS name of a generated server certificate (repeat; default localhost, host name)",
+      "DNS name of a generated server certificate (repeat; default localhost, host name, and with --kube " +
+        "meshrelay-server[.NS[.svc]])",
       collect,
     )
     .option(
@@ -391,7 +397,12 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         generateCerts: !opts.disableCaGeneration,
         generateToken: !opts.disableTokenGeneration,
         disableCa: opts.disableCa === true,
-        serverDnsNames: opts.serverDns ?? ["localhost", ...(host && host !== "localhost" ? [host] : [])],
+        serverDnsNames: opts.serverDns ?? [
+          "localhost",
+          ...(host && host !== "localhost" ? [host] : []),
+          // In a cluster: the names of the shipped Service, so agents can use one as --authority.
+          ...(kube ? serviceDnsNames(kube.namespace) : []),
+        ],
         serverIpAddresses: opts.serverIp ?? ["127.0.0.1", "::1"],
         serverSecret: opts.serverSecret,
         signingSecret: opts.signingSecret,

@@ -64,3 +64,8 @@ export {
   KubeConfigSource,
   type KubeConfigSourceOptions,
 } from "./kube_config_source.ts";
+export {
+  restartDeployments,
+  type RestartDeploymentsOptions,
+  RESTARTED_AT_ANNOTATION,
+} from "./rollout_restart.ts";

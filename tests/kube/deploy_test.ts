@@ -1,4 +1,5 @@
 import { parseAllDocuments } from "yaml";
+import { AGENT_CONFIGMAP } from "../../src/certs/mod.ts";
 import { systemClock } from "../../src/clock.ts";
 import { nullLogger } from "../../src/log.ts";
 import {
@@ -7,6 +8,8 @@ import {
   KubeConfigSource,
   KubeDiscoverySource,
   KubeSecretStore,
+  restartDeployments,
+  RESTARTED_AT_ANNOTATION,
 } from "../../src/kube/mod.ts";
 import { type KubeObject, MANAGED_BY_LABEL, MANAGED_BY_VALUE, objectKey } from "../../src/state/mod.ts";
 import { assert, assertEquals } from "../../src/testing/assert.ts";
@@ -65,7 +68,7 @@ Deno.test("deploy/ manifests: shape, ports, probes, scrape annotations, referenc
       const tpl = templateOf(dep);
       const c = tpl.spec.containers[0];
       assertEquals(c.image, `ghcr.io/meshrelay/meshrelay:${VERSION}`);
-      assertEquals(c.args, [mode]);
+      assertEquals(c.args, [mode, "--kube"]);
       assertEquals(tpl.metadata.annotations?.["prometheus.io/scrape"], "true");
       assertEquals(tpl.metadata.annotations?.["prometheus.io/port"], "9091");
       assertEquals(tpl.metadata.annotations?.["prometheus.io/path"], "/metrics");
@@ -83,6 +86,23 @@ Deno.test("deploy/ manifests: shape, ports, probes, scrape annotations, referenc
       }
     });
   }
+  await t.step("agent: cluster name and server address come from the ConfigMap certs register writes", () => {
+    const dep = find(all.get("agent")!, "Deployment", "meshrelay-agent");
+    const env = (templateOf(dep).spec.containers[0] as unknown as {
+      env: {
+        name: string;
+        valueFrom?: { configMapKeyRef?: { name: string; key: string; optional?: boolean } };
+      }[];
+    }).env;
+    const refs = Object.fromEntries(
+      env.filter((e) => e.valueFrom?.configMapKeyRef).map((e) => [e.name, e.valueFrom!.configMapKeyRef!]),
+    );
+    assertEquals(refs, {
+      MESHRELAY_CLUSTER: { name: AGENT_CONFIGMAP, key: "cluster" },
+      MESHRELAY_SERVER_ADDRESS: { name: AGENT_CONFIGMAP, key: "server-address" },
+      MESHRELAY_AUTHORITY: { name: AGENT_CONFIGMAP, key: "authority", optional: true },
+    });
+  });
   await t.step(
     "server Service: gRPC 9900 (ClusterIP, or LoadBalancer from the variant), admin 9091 scraped",
     () => {
@@ -266,6 +286,45 @@ Deno.test({
         ]]);
         const as = new TestKube(agent.kubeConfig);
         assert(await forbidden(as, "/api/v1/namespaces/kube-system/secrets"), "secrets elsewhere");
+        // Istio federated trust: cacerts in istio-system, and a rolling restart of its Deployments.
+        const istio = new KubeSecretStore({
+          client: createKubeClient(agent.kubeConfig),
+          namespace: "istio-system",
+        });
+        const put = await istio.put("cacerts", { "ca-cert.pem": new TextEncoder().encode("x") });
+        await istio.put("cacerts", { "ca-cert.pem": new TextEncoder().encode("y") }, {
+          expectedVersion: put.version,
+        });
+        await kube.apply({
+          apiVersion: "apps/v1",
+          kind: "Deployment",
+          metadata: { name: "istiod", namespace: "istio-system" },
+          spec: {
+            selector: { matchLabels: { app: "istiod" } },
+            template: {
+              metadata: { labels: { app: "istiod" } },
+              spec: { containers: [{ name: "discovery", image: "istio/pilot" }] },
+            },
+          },
+        });
+        assertEquals(
+          await restartDeployments({
+            kubeConfig: agent.kubeConfig,
+            namespace: "istio-system",
+            now: new Date(),
+          }),
+          ["istio-system/istiod"],
+        );
+        const istiod = await kube.get({
+          apiVersion: "apps/v1",
+          kind: "Deployment",
+          metadata: { name: "istiod", namespace: "istio-system" },
+        }) as { spec: { template: { metadata: { annotations?: Record<string, string> } } } };
+        assert(istiod.spec.template.metadata.annotations?.[RESTARTED_AT_ANNOTATION], "restartedAt set");
+        assert(
+          await forbidden(as, "/api/v1/namespaces/istio-system/secrets/istio-ca-secret"),
+          "other Istio secrets",
+        );
         assert(
           await forbidden(as, "/api/v1/namespaces/apps/configmaps"),
           "listing ConfigMaps it did not apply",
