@@ -19,6 +19,7 @@ import { Buffer } from "node:buffer";
 import { systemClock } from "../src/clock.ts";
 import type { LogFields, Logger } from "../src/log.ts";
 import { type Gauge, type Labels, MetricsRegistry, RelayAgent } from "../src/relay/mod.ts";
+import { AgentMessageCodec, ServerMessageCodec } from "../src/proto/mod.ts";
 import { MemoryDiscoverySource } from "../src/relay/testing_sync.ts";
 import {
   type Applier,
@@ -107,6 +108,26 @@ class StampApplier implements Applier {
   held(): Promise<Map<ObjectKey, { object: KubeObject; version: string }>> {
     return Promise.resolve(new Map(this.#held));
   }
+
+  /** key → version of what is applied. */
+  versions(): { key: string; version: string }[] {
+    return [...this.#held].map(([key, v]) => ({ key, version: v.version }));
+  }
+}
+
+/**
+ * Bytes of the version lists a reconnect exchanges besides the diffs: the agent's Hello (what its
+ * applier holds) and the server's Welcome (what it holds of the agent's inventory), protobuf-encoded.
+ */
+function versionListBytes(a: SimAgent): number {
+  const hello = AgentMessageCodec.encode(AgentMessageCodec.fromPartial({
+    hello: { agentVersion: "bench", applied: a.applier.versions() },
+  })).finish().length;
+  const inventory = [...(a.agent?.sync.discovered() ?? [])].map(([key, version]) => ({ key, version }));
+  const welcome = ServerMessageCodec.encode(ServerMessageCodec.fromPartial({
+    welcome: { cluster: a.cluster, inventory, maxMessageBytes: 4 * 1024 * 1024 },
+  })).finish().length;
+  return hello + welcome;
 }
 
 /** Discovered objects of simulated agent `i` (a few hundred bytes each, like trimmed Deployments). */
@@ -262,8 +283,13 @@ async function handle(c: Cmd): Promise<Record<string, unknown>> {
       return { t0: now() };
     }
     case "stats": {
-      let discoveryBytesSent = 0, discoveryObjectsSent = 0, sessions = 0, syncedSessions = 0;
+      let discoveryBytesSent = 0,
+        discoveryObjectsSent = 0,
+        sessions = 0,
+        syncedSessions = 0,
+        versionLists = 0;
       for (const a of agents) {
+        versionLists += versionListBytes(a);
         const s = a.agent!.sync.stats;
         discoveryBytesSent += s.discoveryBytesSent;
         discoveryObjectsSent += s.discoveryObjectsSent;
@@ -277,6 +303,7 @@ async function handle(c: Cmd): Promise<Record<string, unknown>> {
         discoveryObjectsSent,
         sessions,
         syncedSessions,
+        versionListBytes: versionLists,
         baselineStreams: baseline.filter((b) => b.openAt && !b.ended).length,
         logs: Object.fromEntries([...logCounts].sort((a, b) => b[1] - a[1]).slice(0, 12)),
       };
