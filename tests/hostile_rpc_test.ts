@@ -82,6 +82,7 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
     const authed = rawClient(port, rootPem, pair1);
     clients.push(anon, authed);
     let handled = 0; // refused Identity calls (each must log one line)
+    let syncRefused = 0; // Sync streams refused by our handler (each must log one warning)
     const countHandled = (r: RawResult) => {
       if (r.code !== GrpcStatus.OK) handled++;
     };
@@ -191,6 +192,7 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
         );
         const a = await rawSync(anon, msgs);
         checkStatus(a, [GrpcStatus.UNAUTHENTICATED], `anonymous sync #${i}`);
+        syncRefused++;
         const b = await rawSync(authed, msgs, { cancel: i % 5 === 0 });
         checkStatus(b, [
           GrpcStatus.OK,
@@ -198,6 +200,7 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
           GrpcStatus.INVALID_ARGUMENT,
           GrpcStatus.RESOURCE_EXHAUSTED,
         ], `sync #${i}`);
+        if (b.code === GrpcStatus.INVALID_ARGUMENT) syncRefused++;
       }
     });
 
@@ -269,6 +272,8 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
       const refusals = proc.lines.filter((l) => l.msg === "bootstrap refused" || l.msg === "renew refused");
       assertEquals(refusals.length, handled, "one warning line per refused Identity call");
       for (const l of refusals) assert(typeof l.reason === "string" && typeof l.error === "string");
+      const syncWarnings = proc.lines.filter((l) => l.msg === "sync stream refused");
+      assertEquals(syncWarnings.length, syncRefused, "one warning line per refused Sync stream");
       const unexpected = proc.lines.filter((l) =>
         l.msg === "sync stream failed" || l.msg === "identity call failed unexpectedly"
       );
