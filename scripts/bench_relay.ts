@@ -686,11 +686,14 @@ if (import.meta.main) {
     `machine: ${m.cores} cores, ${m.memoryGiB} GiB, Deno ${m.deno}, load ${m.loadAverageAtStart.join(" ")}`,
   );
   const results: Json[] = [];
-  for (const n of ns) results.push(await runN(n, o));
-  const report = { started: started.toISOString(), machine: m, options: o, results };
   const out = opts.out.startsWith("/") ? opts.out : `${ROOT}${opts.out}`;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
-  await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
+  for (const n of ns) {
+    results.push(await runN(n, o));
+    // Written after each N, so a later failure keeps what was measured.
+    const report = { started: started.toISOString(), machine: m, options: o, results };
+    await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
+  }
   console.log(table(results));
   for (const r of results) {
     console.log(
