@@ -43,6 +43,7 @@ import {
   DiffAssembler,
   HeldAssembler,
   helloMessages,
+  statusMessages,
 } from "./wire.ts";
 
 /** An open Sync stream and how to release what was built for it. */
@@ -456,12 +457,7 @@ export class SyncAgent {
         deletes: done.diff.deletes.length,
         failed: failed.length,
       });
-      await this.#write(s, {
-        status: {
-          generation: done.generation,
-          statuses: statuses.map((x) => ({ key: x.key, state: x.state, message: x.message ?? "" })),
-        },
-      });
+      for (const m of statusMessages(done.generation, statuses, s.maxBytes)) await this.#write(s, m);
       s.applied = true;
       this.#checkSynced(s);
     } else {

@@ -18,7 +18,7 @@ import type { Clock } from "../clock.ts";
 import { GrpcStatus, grpcStatusOf, MeshrelayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMessage, RelayServer, ServerMessage } from "../proto/mod.ts";
-import { diffByVersion, type ObjectKey, type ObjectStatus, type ResourceVersion } from "../state/mod.ts";
+import { diffByVersion, type ObjectKey, type ResourceVersion } from "../state/mod.ts";
 import type { MetricsRegistry } from "./metrics.ts";
 import type { RelayHub, SyncSession } from "./relay_hub.ts";
 import {
@@ -27,6 +27,7 @@ import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DiffAssembler,
   HeldAssembler,
+  StatusAssembler,
   welcomeMessages,
 } from "./wire.ts";
 
@@ -40,6 +41,7 @@ export type Identify = (
 export interface SyncServiceOptions {
   hub: RelayHub;
   identify: Identify;
+  /** Time source (session durations in logs). */
   clock: Clock;
   log: Logger;
   metrics: MetricsRegistry;
@@ -48,8 +50,6 @@ export interface SyncServiceOptions {
   /** Most objects one pending diff (or Hello) may carry, bounding memory per stream. Default 500,000. */
   maxObjectsPerDiff?: number;
 }
-
-const STATUS_STATES = new Set(["applied", "pruned", "failed"]);
 
 /** Counters and gauges of the Sync service (names the seeds' users alert on). */
 function syncMetrics(m: MetricsRegistry) {
@@ -113,10 +113,12 @@ class ServerSyncSession implements SyncSession {
   #log: Logger;
   #closed = false;
   #attached = false;
+  #openedAt = 0;
   #pulling = false;
   #warmed = false;
   #hello: HeldAssembler;
   #discovery: DiffAssembler;
+  #status: StatusAssembler;
   /** What the agent holds of its desired state, as far as we sent it (key → version). */
   #agentView?: Map<ObjectKey, ResourceVersion>;
   #awaitingStatus?: number;
@@ -131,6 +133,7 @@ class ServerSyncSession implements SyncSession {
     this.#log = deps.log.child({ stream: this.id });
     this.#hello = new HeldAssembler("Hello", deps.maxObjects);
     this.#discovery = new DiffAssembler("discovery", deps.maxObjects);
+    this.#status = new StatusAssembler(deps.maxObjects);
   }
 
   start(): void {
@@ -166,6 +169,7 @@ class ServerSyncSession implements SyncSession {
     }
     this.#d.hub.attach(this);
     this.#attached = true;
+    this.#openedAt = this.#d.clock.now().getTime();
     this.#d.m.push.inc();
     this.#d.m.streams.inc();
     this.#log.info("sync stream open");
@@ -210,21 +214,15 @@ class ServerSyncSession implements SyncSession {
       }
       void this.#write({ discoveryAck: { generation: done.generation } });
     } else if (msg.status) {
-      const statuses: ObjectStatus[] = msg.status.statuses.map((s) => {
-        if (!STATUS_STATES.has(s.state)) throw new StatusStateError(s.state);
-        return {
-          key: s.key,
-          state: s.state as ObjectStatus["state"],
-          ...(s.message ? { message: s.message } : {}),
-        };
-      });
-      this.#d.hub.recordStatus(this.cluster, msg.status.generation, statuses);
-      if (this.#awaitingStatus !== undefined && msg.status.generation >= this.#awaitingStatus) {
+      const report = this.#status.add(msg.status);
+      if (!report) return;
+      this.#d.hub.recordStatus(this.cluster, report.generation, report.statuses);
+      if (this.#awaitingStatus !== undefined && report.generation >= this.#awaitingStatus) {
         this.#awaitingStatus = undefined;
         this.desiredChanged();
       }
     } else {
-      throw new StatusStateError("");
+      throw new EmptyMessageError();
     }
   }
 
@@ -307,9 +305,7 @@ class ServerSyncSession implements SyncSession {
   close(code: number, message: string, reason?: string): void {
     if (this.#closed) return;
     this.#teardown(reason ?? codeReason(code));
-    if (reason !== undefined || code !== GrpcStatus.OK) {
-      this.#log.info("sync stream closed", { code, message });
-    }
+    this.#log.info("sync stream closed", { code, message, ...this.#duration() });
     try {
       if (this.#call.cancelled || this.#call.destroyed) return;
       if (code === GrpcStatus.OK) this.#call.end();
@@ -339,8 +335,13 @@ class ServerSyncSession implements SyncSession {
     this.#teardown(kind === "cancelled" ? "cancelled" : "transport_error");
     this.#log.info("sync stream ended by the peer", {
       how: kind,
+      ...this.#duration(),
       ...(e ? { error: errText(e) } : {}),
     });
+  }
+
+  #duration(): { durationMs?: number } {
+    return this.#attached ? { durationMs: this.#d.clock.now().getTime() - this.#openedAt } : {};
   }
 
   #teardown(reason: string): void {
@@ -356,14 +357,9 @@ class ServerSyncSession implements SyncSession {
   }
 }
 
-class StatusStateError extends MeshrelayError {
-  constructor(state: string) {
-    super(
-      "invalid_argument",
-      state === ""
-        ? "empty AgentMessage"
-        : `status state ${JSON.stringify(state.slice(0, 40))} is not applied, pruned or failed`,
-    );
+class EmptyMessageError extends MeshrelayError {
+  constructor() {
+    super("invalid_argument", "empty AgentMessage");
   }
 }
 

@@ -216,7 +216,7 @@ Deno.test("Sync service resyncs by difference both ways, in chunks", async (t) =
       assertEquals(d.upserts, want.slice(15).map((x) => x.key));
       assertEquals(d.deletes, ["v1|ConfigMap|apps|gone"]);
       assert(d.chunks > 1, "the 1 KiB limit splits the diff");
-      a.send({ status: { generation: d.generation, statuses: [] } });
+      a.send({ status: { generation: d.generation, statuses: [], more: false } });
     });
     await t.step("a chunked discovery diff is applied on its last chunk and acknowledged", async () => {
       const add = [o.service("new-1", true), o.service("new-2", true)];
@@ -255,7 +255,7 @@ Deno.test("Sync service: a slow agent gets only the latest desired state, after 
       await waitUntil(() => valueOfA() === v);
     }
     assertEquals(a.pending, 0, "nothing was queued for an agent that has not reported");
-    a.send({ status: { generation: first.generation, statuses: [] } });
+    a.send({ status: { generation: first.generation, statuses: [], more: false } });
     const next = await a.desired();
     assert(next.generation > first.generation);
     assertEquals(next.upserts, ["v1|ConfigMap|apps|a"]);
@@ -312,7 +312,9 @@ Deno.test("Sync service closes streams with a clear status", async (t) => {
       },
       {
         name: "unknown status state",
-        msgs: [{ status: { generation: 1, statuses: [{ key: "k", state: "exploded", message: "" }] } }],
+        msgs: [{
+          status: { generation: 1, statuses: [{ key: "k", state: "exploded", message: "" }], more: false },
+        }],
         code: GrpcStatus.INVALID_ARGUMENT,
         text: "is not applied, pruned or failed",
       },
@@ -349,7 +351,11 @@ Deno.test("Sync service: a desired object larger than the limit is a failed stat
     const d = await a.desired();
     assertEquals(d.upserts, ["v1|ConfigMap|apps|small"]);
     a.send({
-      status: { generation: d.generation, statuses: [{ key: d.upserts[0], state: "applied", message: "" }] },
+      status: {
+        generation: d.generation,
+        statuses: [{ key: d.upserts[0], state: "applied", message: "" }],
+        more: false,
+      },
     });
     await new Promise((r) => setTimeout(r, 20));
     const st = hub.status("c1")!;

@@ -8,13 +8,21 @@
  * @module
  */
 import { InvalidInputError, ResourceExhaustedError } from "../errors.ts";
-import type { AgentMessage, HeldVersion, Resource, ResourceDiff, ServerMessage } from "../proto/mod.ts";
+import type {
+  AgentMessage,
+  HeldVersion,
+  Resource,
+  ResourceDiff,
+  ServerMessage,
+  WireObjectStatus,
+} from "../proto/mod.ts";
 import {
   canonicalJson,
   chunkBySize,
   type KubeObject,
   type ObjectKey,
   objectKey,
+  type ObjectStatus,
   type ResourceVersion,
   resourceVersionOf,
   type VersionDiff,
@@ -40,9 +48,23 @@ const ENVELOPE_BYTES = 32;
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** grpc-js channel/server options that make gRPC itself accept messages up to `maxBytes` both ways. */
+/**
+ * grpc-js options for every relay channel and server: gRPC itself accepts messages up to `maxBytes`
+ * both ways, and channels make no transparent retries (servers ignore that option).
+ *
+ * Why no retries: under Deno, a connection that receives a GOAWAY while it is being established can
+ * leave grpc-js with a READY subchannel whose HTTP/2 session is already destroyed; every call start
+ * then fails "not started", and grpc-js retries it transparently on the same subchannel, in a
+ * microtask loop that never yields (100% CPU, timers never fire, the agent hangs). Measured here on
+ * server restarts. Without retries the call fails with INTERNAL and the agent's own loop redials
+ * with backoff; the Sync stream never needed gRPC-level retries anyway.
+ */
 export function grpcMessageOptions(maxBytes = DEFAULT_MAX_MESSAGE_BYTES): Record<string, number> {
-  return { "grpc.max_receive_message_length": maxBytes, "grpc.max_send_message_length": maxBytes };
+  return {
+    "grpc.max_receive_message_length": maxBytes,
+    "grpc.max_send_message_length": maxBytes,
+    "grpc.enable_retries": 0,
+  };
 }
 
 /** Validates a configured message limit. */
@@ -348,5 +370,78 @@ export class DiffAssembler {
     this.#upserts = new Map();
     this.#deletes = new Set();
     return { generation: g, diff };
+  }
+}
+
+/** Longest status message sent, in characters: a status names a problem, it does not carry a log. */
+export const MAX_STATUS_MESSAGE_CHARS = 1024;
+
+const STATES = new Set<string>(["applied", "pruned", "failed"]);
+
+function statusWireSize(s: WireObjectStatus): number {
+  return lenField(lenField(strBytes(s.key)) + lenField(strBytes(s.state)) + lenField(strBytes(s.message)));
+}
+
+/** An agent's per-object statuses for one generation, chunked: every message but the last has `more = true`. */
+export function statusMessages(
+  generation: number,
+  statuses: readonly ObjectStatus[],
+  maxBytes: number,
+): AgentMessage[] {
+  const wire = statuses.map((x): WireObjectStatus => ({
+    key: x.key,
+    state: x.state,
+    message: (x.message ?? "").length > MAX_STATUS_MESSAGE_CHARS
+      ? `${x.message!.slice(0, MAX_STATUS_MESSAGE_CHARS - 1)}…`
+      : x.message ?? "",
+  }));
+  const groups = chunkBySize(wire, maxBytes, statusWireSize, {
+    baseBytes: ENVELOPE_BYTES,
+    describe: (x) => `status of ${JSON.stringify(x.key.slice(0, 200))}`,
+  });
+  if (groups.length === 0) groups.push([]);
+  return groups.map((g, i) => ({ status: { generation, statuses: g, more: i < groups.length - 1 } }));
+}
+
+/** Collects the chunks of a status report; returns it complete on the message without `more`. */
+export class StatusAssembler {
+  #generation: number | undefined;
+  #statuses: ObjectStatus[] = [];
+  #limit: number;
+
+  /** `maxEntries` bounds what one pending report may hold. */
+  constructor(maxEntries: number) {
+    this.#limit = maxEntries;
+  }
+
+  add(
+    report: { generation: number; statuses: readonly WireObjectStatus[]; more: boolean },
+  ): { generation: number; statuses: ObjectStatus[] } | undefined {
+    if (this.#generation !== undefined && report.generation !== this.#generation) {
+      throw new InvalidInputError(
+        `status report for generation ${report.generation} started before the one for ${this.#generation} was complete`,
+      );
+    }
+    this.#generation = report.generation;
+    for (const x of report.statuses) {
+      if (!STATES.has(x.state)) {
+        throw new InvalidInputError(
+          `status state ${JSON.stringify(x.state.slice(0, 40))} is not applied, pruned or failed`,
+        );
+      }
+      this.#statuses.push({
+        key: x.key,
+        state: x.state as ObjectStatus["state"],
+        ...(x.message ? { message: x.message.slice(0, MAX_STATUS_MESSAGE_CHARS) } : {}),
+      });
+    }
+    if (this.#statuses.length > this.#limit) {
+      throw new ResourceExhaustedError(`a status report holds more than ${this.#limit} objects`);
+    }
+    if (report.more) return undefined;
+    const out = { generation: report.generation, statuses: this.#statuses };
+    this.#generation = undefined;
+    this.#statuses = [];
+    return out;
   }
 }

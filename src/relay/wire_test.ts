@@ -7,8 +7,12 @@ import {
   chunkDiff,
   DiffAssembler,
   fromResource,
+  grpcMessageOptions,
   HeldAssembler,
   helloMessages,
+  MAX_STATUS_MESSAGE_CHARS,
+  StatusAssembler,
+  statusMessages,
   toResource,
   welcomeMessages,
 } from "./wire.ts";
@@ -215,4 +219,51 @@ Deno.test("checkMaxMessageBytes", async (t) => {
   for (const v of [0, 100, 1.5, 2 ** 31]) {
     await t.step(`refuses ${v}`, () => void assertThrows(() => checkMaxMessageBytes(v), InvalidInputError));
   }
+});
+
+Deno.test("statusMessages/StatusAssembler: reports chunked below the limit, reassembled whole", async (t) => {
+  const statuses = Array.from({ length: 300 }, (_, i) => ({
+    key: `v1|ConfigMap|apps|obj-${i}`,
+    state: (["applied", "pruned", "failed"] as const)[i % 3],
+    ...(i % 3 === 2 ? { message: `write failed: ${"e".repeat(i)}` } : {}),
+  }));
+  await t.step("every message fits; more on all but the last; the whole report comes back", () => {
+    const msgs = statusMessages(9, statuses, 2048);
+    assert(msgs.length > 5);
+    const asm = new StatusAssembler(10_000);
+    let done;
+    msgs.forEach((m, i) => {
+      assert(AgentMessageCodec.encode(m).finish().length <= 2048);
+      assertEquals(m.status!.more, i < msgs.length - 1);
+      done = asm.add(m.status!);
+    });
+    assertEquals(done, { generation: 9, statuses });
+  });
+  await t.step("an empty report is one message", () => {
+    assertEquals(statusMessages(3, [], 1024), [{ status: { generation: 3, statuses: [], more: false } }]);
+  });
+  await t.step("a long message is cut so that the status still fits", () => {
+    const msgs = statusMessages(1, [{ key: "k", state: "failed", message: "x".repeat(100_000) }], 2048);
+    assertEquals(msgs.length, 1);
+    assertEquals(msgs[0].status!.statuses[0].message.length, MAX_STATUS_MESSAGE_CHARS);
+  });
+  await t.step("chunks of two generations must not interleave", () => {
+    const asm = new StatusAssembler(10);
+    asm.add({ generation: 1, statuses: [], more: true });
+    assertThrows(() => asm.add({ generation: 2, statuses: [], more: false }), InvalidInputError);
+  });
+  await t.step("too many entries", () => {
+    const asm = new StatusAssembler(1);
+    const two = [{ key: "a", state: "applied", message: "" }, { key: "b", state: "applied", message: "" }];
+    assertThrows(() => asm.add({ generation: 1, statuses: two, more: true }), ResourceExhaustedError);
+  });
+});
+
+Deno.test("grpcMessageOptions: limits both ways, no transparent retries", () => {
+  assertEquals(grpcMessageOptions(2048), {
+    "grpc.max_receive_message_length": 2048,
+    "grpc.max_send_message_length": 2048,
+    "grpc.enable_retries": 0,
+  });
+  assertEquals(grpcMessageOptions()["grpc.max_receive_message_length"], 4 * 1024 * 1024);
 });

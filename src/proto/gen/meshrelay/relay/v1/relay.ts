@@ -109,6 +109,12 @@ export interface StatusReport {
   /** The desired-state generation these statuses are about. */
   generation: number;
   statuses: ObjectStatus[];
+  /**
+   * True when `statuses` continue in further StatusReport messages of the same generation (chunked
+   * below the message limit); the report, and the acknowledgement of the generation, is complete on
+   * the message without it.
+   */
+  more: boolean;
 }
 
 export interface ObjectStatus {
@@ -696,7 +702,7 @@ export const Hello: MessageFns<Hello> = {
 };
 
 function createBaseStatusReport(): StatusReport {
-  return { generation: 0, statuses: [] };
+  return { generation: 0, statuses: [], more: false };
 }
 
 export const StatusReport: MessageFns<StatusReport> = {
@@ -706,6 +712,9 @@ export const StatusReport: MessageFns<StatusReport> = {
     }
     for (const v of message.statuses) {
       ObjectStatus.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.more !== false) {
+      writer.uint32(24).bool(message.more);
     }
     return writer;
   },
@@ -733,6 +742,14 @@ export const StatusReport: MessageFns<StatusReport> = {
           message.statuses.push(ObjectStatus.decode(reader, reader.uint32()));
           continue;
         }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.more = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -749,6 +766,7 @@ export const StatusReport: MessageFns<StatusReport> = {
     const message = createBaseStatusReport();
     message.generation = object.generation ?? 0;
     message.statuses = object.statuses?.map((e) => ObjectStatus.fromPartial(e)) || [];
+    message.more = object.more ?? false;
     return message;
   },
 };
