@@ -171,6 +171,7 @@ export class MemoryConfigSource implements ConfigSource {
 export class MemoryDiscoverySource implements DiscoverySource {
   #objects = new Map<ObjectKey, KubeObject>();
   #watchers = new Set<Channel<DiscoveryEvent | { type: "resync" }>>();
+  #known?: Map<ObjectKey, string>;
 
   constructor(objects: KubeObject[] = []) {
     for (const o of objects) this.#objects.set(objectKey(o), structuredClone(o));
@@ -198,12 +199,19 @@ export class MemoryDiscoverySource implements DiscoverySource {
   }
 
   snapshot(): Promise<KubeObject[]> {
+    this.#known = this.versions();
     return Promise.resolve([...this.#objects.values()].map((o) => structuredClone(o)));
   }
 
   async *watch(signal: AbortSignal): AsyncIterable<DiscoveryEvent | { type: "resync" }> {
     const ch = new Channel<DiscoveryEvent | { type: "resync" }>();
     this.#watchers.add(ch);
+    // The contract is "changes after the snapshot": replay what changed between it and now.
+    const known = this.#known ?? this.versions();
+    for (const [k, o] of this.#objects) {
+      if (known.get(k) !== resourceVersionOf(o)) ch.push({ type: "upsert", object: structuredClone(o) });
+    }
+    for (const k of known.keys()) if (!this.#objects.has(k)) ch.push({ type: "delete", key: k });
     try {
       yield* ch.drain(signal);
     } finally {
