@@ -146,6 +146,8 @@ export class SyncAgent {
   #discoveryWaiters: (() => void)[] = [];
   #session?: SessionState;
   #reconnectRequested = false;
+  /** Counts reconnect() calls, so one made while a session is being dialed is not lost. */
+  #reconnectSeq = 0;
   #wakeBackoff?: AbortController;
   #oversizedLogged = new Set<string>();
   #stats: SyncAgentStats = {
@@ -212,6 +214,7 @@ export class SyncAgent {
   reconnect(reason = "reconnect requested"): void {
     if (this.#state === "stopped") return;
     this.#reconnectRequested = true;
+    this.#reconnectSeq++;
     this.#log.info("reconnecting", { reason });
     const s = this.#session;
     if (s && !s.closed) this.#cancel(s);
@@ -320,6 +323,7 @@ export class SyncAgent {
       await new Promise<void>((r) => this.#discoveryWaiters.push(r));
       if (signal.aborted) return { code: GrpcStatus.OK, message: "stopped", synced: false, nextDelayMs: 0 };
     }
+    const seq = this.#reconnectSeq;
     // Read before dialing: the stream must get its listeners before we wait for anything.
     const held = this.#o.applier.held
       ? await this.#o.applier.held(signal).catch((e) => {
@@ -389,9 +393,15 @@ export class SyncAgent {
     });
     const stop = () => void this.#stop(s);
     signal.addEventListener("abort", stop, { once: true });
+    // Stopped or asked to reconnect while dialing: end this stream at once (a listener added to an
+    // already aborted signal would never run).
+    if (signal.aborted) stop();
+    else if (seq !== this.#reconnectSeq) this.#cancel(s);
     try {
-      for (const msg of helloMessages(this.#o.agentVersion, versionsOf(s.desiredHeld), s.maxBytes)) {
-        await this.#write(s, msg);
+      if (!signal.aborted) {
+        for (const msg of helloMessages(this.#o.agentVersion, versionsOf(s.desiredHeld), s.maxBytes)) {
+          await this.#write(s, msg);
+        }
       }
       const result = await ended;
       // Let an apply in progress finish before the next Hello reads what the applier holds.

@@ -33,6 +33,19 @@ async function waitUntil(pred: () => boolean, what = "condition"): Promise<void>
   throw new Error(`${what} not reached`);
 }
 
+/** `p`, or a failure naming `what` if it has not settled after a generous bound (a hang, not a timing). */
+async function settles<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const bound = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle`)), 10_000);
+  });
+  try {
+    return await Promise.race([p, bound]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 interface Env {
   hub: RelayHub;
   srv: TestSyncServer;
@@ -252,4 +265,64 @@ Deno.test("SyncAgent stops gracefully: the server sees the stream end, not an er
   assert(!env.metrics.render().includes("meshrelay_stream_errors_total{"), "no stream error counted");
   assert(metrics.render().includes("meshrelay_agent_connected 0"));
   await env.stop();
+});
+
+Deno.test("SyncAgent: stop and reconnect() that land while a dial is in progress are not lost", async (t) => {
+  const env = await server();
+  try {
+    await t.step("stop during the dial: run() still returns", async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => release = r);
+      let dialing = false;
+      const real = testDialer("c1", () => env.srv.port);
+      const { agent } = agentFor(
+        async (signal) => {
+          dialing = true;
+          await gate;
+          return real(signal);
+        },
+        new FakeClock(),
+        { stopGraceMs: 0 },
+      );
+      const ac = new AbortController();
+      const run = agent.run(ac.signal);
+      await waitUntil(() => dialing, "dialing");
+      ac.abort();
+      release();
+      await settles(run, "run() after a stop during the dial");
+      assertEquals(agent.state, "stopped");
+    });
+    await t.step("reconnect() during the dial ends that stream and dials again", async () => {
+      let dials = 0;
+      let release!: () => void;
+      let gate = new Promise<void>((r) => release = r);
+      const real = testDialer("c1", () => env.srv.port);
+      const { agent, ends } = agentFor(
+        async (signal) => {
+          dials++;
+          await gate;
+          return real(signal);
+        },
+        new FakeClock(),
+        { stopGraceMs: 0 },
+      );
+      const ac = new AbortController();
+      const run = agent.run(ac.signal);
+      try {
+        await waitUntil(() => dials === 1, "first dial");
+        agent.reconnect("certificate renewed during the dial");
+        const first = release;
+        gate = Promise.resolve();
+        first();
+        await waitUntil(() => dials === 2 && agent.state === "synced", "second dial in sync");
+        assertEquals(ends[0].code, GrpcStatus.CANCELLED);
+        assertEquals(ends[0].nextDelayMs, 0);
+      } finally {
+        ac.abort();
+        await run;
+      }
+    });
+  } finally {
+    await env.stop();
+  }
 });
