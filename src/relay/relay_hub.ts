@@ -7,7 +7,7 @@
  * @module
  */
 import type { Clock } from "../clock.ts";
-import { GrpcStatus, PermissionDeniedError } from "../errors.ts";
+import { GrpcStatus, PermissionDeniedError, UnavailableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import {
   type ClusterDesiredState,
@@ -104,6 +104,7 @@ export class RelayHub {
   #sessions = new Map<string, SyncSession>();
   #loaded = false;
   #recomputing = false;
+  #shuttingDown = false;
   #serving = false;
   #dirty = false;
   #configDirty = false;
@@ -195,6 +196,7 @@ export class RelayHub {
    * ABORTED: one stream per agent, and the newest is the one whose agent is alive.
    */
   attach(session: SyncSession, info: { agentVersion?: string } = {}): void {
+    if (this.#shuttingDown) throw new UnavailableError("server shutting down");
     if (!this.#registry.has(session.cluster)) {
       throw new PermissionDeniedError(`cluster ${JSON.stringify(session.cluster)} is not registered`);
     }
@@ -241,8 +243,12 @@ export class RelayHub {
     return true;
   }
 
-  /** Ends every stream (server shutdown): agents see UNAVAILABLE and reconnect with backoff. */
+  /**
+   * Ends every stream and refuses new ones (server shutdown): agents see UNAVAILABLE and reconnect
+   * with backoff, to this server's successor.
+   */
   closeAll(reason = "server shutting down"): void {
+    this.#shuttingDown = true;
     for (const c of [...this.#sessions.keys()]) this.disconnect(c, reason, GrpcStatus.UNAVAILABLE);
   }
 

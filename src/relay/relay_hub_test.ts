@@ -1,5 +1,5 @@
 import { FakeClock } from "../clock.ts";
-import { GrpcStatus, PermissionDeniedError } from "../errors.ts";
+import { GrpcStatus, PermissionDeniedError, UnavailableError } from "../errors.ts";
 import { nullLogger } from "../log.ts";
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "../testing/assert.ts";
 import { MetricsRegistry } from "./metrics.ts";
@@ -197,10 +197,11 @@ Deno.test("RelayHub sessions: one per cluster, disconnect, status", async (t) =>
     assertEquals(st.statuses.map((s) => `${s.key}:${s.state}`), ["a:applied", "b:failed", "big:failed"]);
     assertStringIncludes(st.statuses[2].message!, "cannot fit in a message of at most 4194304 bytes");
   });
-  await t.step("closeAll ends every stream with UNAVAILABLE", () => {
+  await t.step("closeAll ends every stream with UNAVAILABLE and refuses new ones", () => {
     const s = new FakeSession("c2");
     hub.attach(s);
     hub.closeAll();
     assertEquals(s.closed?.code, GrpcStatus.UNAVAILABLE);
+    assertThrows(() => hub.attach(new FakeSession("c1")), UnavailableError);
   });
 });
