@@ -15,6 +15,7 @@ import {
   KubeDiscoverySource,
   KubeSecretStore,
   parseDiscoveryKinds,
+  restartDeployments,
 } from "./kube/mod.ts";
 import { jsonLogger, type Logger, parseLogLevel } from "./log.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
@@ -23,6 +24,7 @@ import {
   DEFAULT_ROTATION,
   IDENTITY_TOKEN_KEY,
   IDENTITY_TOKEN_SECRET,
+  ISTIO_CACERTS_SECRET,
   RelayAgent,
   ROOT_TLS_SECRET,
   type SecurityMode,
@@ -144,6 +146,51 @@ async function openBackends(opts: BackendOpts, deps: Deps, log: Logger): Promise
   };
 }
 
+interface IstioOpts {
+  istioCa?: boolean;
+  istioNamespace: string;
+  istioCacertsDir?: string;
+  istioRestartPods?: boolean;
+}
+
+/**
+ * Where the agent keeps Istio's `cacerts` (`--istio-ca`): the Secret in `--istio-namespace` of its cluster
+ * (`--kube`), or the folder `--istio-cacerts-dir` (the four files in it, as Istio mounts them).
+ */
+function istioCaBackend(opts: IstioOpts, backends: Backends, deps: Deps) {
+  if (!opts.istioCa && !opts.istioCacertsDir) {
+    if (opts.istioRestartPods) throw new InvalidInputError("--istio-restart-pods needs --istio-ca");
+    return undefined;
+  }
+  if (opts.istioRestartPods && !backends.kube) {
+    throw new InvalidInputError("--istio-restart-pods needs --kube");
+  }
+  if (opts.istioCacertsDir) {
+    const dir = opts.istioCacertsDir.replace(/\/+$/, "");
+    const slash = dir.lastIndexOf("/");
+    const name = dir.slice(slash + 1);
+    if (!name || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name)) {
+      throw new InvalidInputError(
+        "--istio-cacerts-dir: the folder's name must be a lowercase DNS name (e.g. cacerts)",
+      );
+    }
+    return {
+      store: new FileSecretStore(slash > 0 ? dir.slice(0, slash) : slash === 0 ? "/" : "."),
+      secretName: name,
+    };
+  }
+  if (!backends.kube) throw new InvalidInputError("--istio-ca needs --kube or --istio-cacerts-dir");
+  const kube = backends.kube;
+  const namespace = validateNamespace(opts.istioNamespace, "--istio-namespace");
+  return {
+    store: new KubeSecretStore({ client: kube.client, namespace, labels: SECRET_LABELS }),
+    secretName: ISTIO_CACERTS_SECRET,
+    restart: opts.istioRestartPods
+      ? () => restartDeployments({ kubeConfig: kube.client.kubeConfig, namespace, now: deps.clock.now() })
+      : undefined,
+  };
+}
+
 /** `--client-secret` given, or the one of the seeds' two spellings that exists (default the first). */
 async function clientSecretName(store: SecretStore, given?: string): Promise<string> {
   if (given) return given;
@@ -188,6 +235,12 @@ Without --secrets-dir the client certificate lives in memory and a restart boots
 With --kube, "--secrets-dir" is the agent's namespace (--namespace) in its own cluster: the Secrets above,
 discovery watches the cluster, desired state is server-side applied (field manager meshrelay) and pruned.
 Reference: docs/kubernetes.md.
+
+Istio federated trust (--istio-ca, mTLS): the agent makes the key of its cluster's Istio intermediate CA,
+sends a CSR (SAN istiod.istio-system.svc) over mTLS, and writes what the server's RootTrustPolicy root signed
+as Istio's cacerts (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem) in --istio-namespace (--kube) or in
+--istio-cacerts-dir; renewed in the same window as the client certificate. --istio-restart-pods rolls the
+Deployments of --istio-namespace afterwards so istiod loads it.
 
 --authority NAME is the TLS server name (SNI and :authority) for SNI-passthrough ingress; the server
 certificate must carry it. Reference: docs/relay.md.`;
@@ -298,6 +351,30 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     )
     .addOption(
       new Option(
+        "--istio-ca",
+        "Istio federated trust: keep Istio's cacerts signed by the server's RootTrustPolicy root (mTLS only)",
+      ).env("MESHRELAY_ISTIO_CA"),
+    )
+    .addOption(
+      new Option("--istio-namespace <ns>", "with --kube: where cacerts lives").env(
+        "MESHRELAY_ISTIO_NAMESPACE",
+      )
+        .default("istio-system"),
+    )
+    .addOption(
+      new Option(
+        "--istio-cacerts-dir <dir>",
+        "keep cacerts as files in this folder instead (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem)",
+      ).env("MESHRELAY_ISTIO_CACERTS_DIR"),
+    )
+    .addOption(
+      new Option(
+        "--istio-restart-pods",
+        "with --kube: after a new cacerts, roll the Deployments of --istio-namespace (kubectl rollout restart)",
+      ).env("MESHRELAY_ISTIO_RESTART_PODS"),
+    )
+    .addOption(
+      new Option(
         "--rotation-grace-ratio <r>",
         "renew at the latest when this fraction of the lifetime is left (clientTlsSecretRotationGracePeriodRatio)",
       ).argParser(parseRatio).default(DEFAULT_ROTATION.graceRatio),
@@ -361,6 +438,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       const log = jsonLogger({ level, fields: { mode: "agent", cluster: opts.cluster } });
       const backends = await openBackends(opts, deps, log);
       const store = backends.store;
+      const istioCa = istioCaBackend(opts, backends, deps);
+      if (istioCa && mode !== "mtls") throw new InvalidInputError("--istio-ca needs --tls-mode mtls");
       if (!backends.persistent && mode === "mtls") {
         log.warn("no --secrets-dir: the client certificate lives in memory; a restart bootstraps again");
       }
@@ -409,6 +488,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         maxMessageBytes: opts.maxMessageBytes,
         metricsHost: opts.metricsHost,
         metricsPort: opts.metrics === false ? null : opts.metricsPort,
+        istioCa,
       });
       const sig = await deps.stopSignal();
       log.info("stopping", { signal: sig });

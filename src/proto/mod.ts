@@ -15,6 +15,7 @@ export {
   IdentityClient,
   type IdentityServer,
   IdentityService,
+  type MeshCaRequest,
   type ObjectStatus as WireObjectStatus,
   protobufPackage,
   RelayClient,

@@ -32,8 +32,15 @@ import {
   signCsr,
   type X509Certificate,
 } from "../pki/mod.ts";
-import type { BootstrapRequest, CertificateResponse, IdentityServer, RenewRequest } from "../proto/mod.ts";
+import type {
+  BootstrapRequest,
+  CertificateResponse,
+  IdentityServer,
+  MeshCaRequest,
+  RenewRequest,
+} from "../proto/mod.ts";
 import type { SecretStore } from "../store/mod.ts";
+import type { MeshCaAuthority } from "./mesh_ca.ts";
 import type { MetricsRegistry } from "./metrics.ts";
 import type { IdentifiableCall, Identify } from "./peer_identity.ts";
 import { type FailureLimiter, peerAddress } from "./rate_limit.ts";
@@ -64,11 +71,14 @@ export interface IdentityServiceOptions {
   clientCertTtlMs?: number;
   signingSecret?: string;
   rootSecret?: string;
+  /** Istio federated trust (SignMeshCa); absent: SignMeshCa is refused. */
+  meshCa?: MeshCaAuthority;
 }
 
 /** The Bootstrap and Renew logic, independent of grpc-js plumbing. */
 export class IdentityHandlers {
   #o: IdentityServiceOptions & { clientCertTtlMs: number; signingSecret: string; rootSecret: string };
+  #meshCaIssued?: ReturnType<MetricsRegistry["counter"]>;
   #log: Logger;
   #signing?: { version: string; issuer: Issuer; rootPem: string; rootVersion: string };
   #failures?: ReturnType<MetricsRegistry["counter"]>;
@@ -92,6 +102,10 @@ export class IdentityHandlers {
     this.#issued = opts.metrics?.counter(
       "meshrelay_client_certificates_issued_total",
       "Client certificates issued, by RPC (bootstrap or renew).",
+    );
+    this.#meshCaIssued = opts.metrics?.counter(
+      "meshrelay_istio_ca_certificates_issued_total",
+      "Istio intermediate CAs signed (SignMeshCa), by RootTrustPolicy.",
     );
   }
 
@@ -203,6 +217,40 @@ export class IdentityHandlers {
     }
   }
 
+  /**
+   * SignMeshCa (Istio federated trust): the caller's verified certificate names the cluster; the CSR is for
+   * its Istio intermediate CA, signed with the root of the RootTrustPolicy that serves it (mesh_ca.ts).
+   */
+  async signMeshCa(req: MeshCaRequest, call: IdentifiableCall): Promise<CertificateResponse> {
+    const now = this.#o.clock.now();
+    const peer = peerAddress(call.getPeer());
+    try {
+      this.#o.limiter.check(peer, now);
+      if (!this.#o.identifyCertificate) {
+        throw new PreconditionError(
+          "SignMeshCa needs mTLS; this relay server runs without client certificates",
+        );
+      }
+      checkCsrSize(req.csrPem);
+      const id = await this.#o.identifyCertificate(call);
+      if (!this.#o.meshCa) {
+        throw new PreconditionError("this relay server does not sign Istio intermediate CAs");
+      }
+      const issued = await this.#o.meshCa.sign(id.cluster, req.csrPem, now);
+      this.#meshCaIssued?.inc({ policy: issued.policy });
+      this.#log.info("issued Istio intermediate CA", {
+        rpc: "sign_mesh_ca",
+        cluster: id.cluster,
+        policy: issued.policy,
+        serial: issued.certificate.serialNumber.toLowerCase(),
+        notAfter: issued.certificate.notAfter.toISOString(),
+      });
+      return issued.response;
+    } catch (e) {
+      this.#fail(peer, now, "sign_mesh_ca", e);
+    }
+  }
+
   /** Renew: the caller's verified certificate names the cluster; the new CSR must name the same. */
   async renew(req: RenewRequest, call: IdentifiableCall): Promise<CertificateResponse> {
     const now = this.#o.clock.now();
@@ -262,5 +310,6 @@ export function identityServiceImpl(h: IdentityHandlers, log: Logger): IdentityS
   return {
     bootstrap: (call, cb) => done(h.bootstrap(call.request, call), cb),
     renew: (call, cb) => done(h.renew(call.request, call), cb),
+    signMeshCa: (call, cb) => done(h.signMeshCa(call.request, call), cb),
   };
 }

@@ -20,9 +20,11 @@ import {
   type BootstrapRequest,
   type CertificateResponse,
   IdentityClient,
+  type MeshCaRequest,
   type RenewRequest,
 } from "../proto/mod.ts";
 import type { IdentityTransport } from "./agent_identity.ts";
+import type { MeshCaTransport } from "./mesh_ca_agent.ts";
 import { channelFor, type ClientKeyPair } from "./client_credentials.ts";
 
 /** A project error for a gRPC status the server returned (the inverse of `grpcStatusOf`). */
@@ -57,8 +59,10 @@ export interface GrpcIdentityTransportOptions {
   deadlineMs?: number;
 }
 
-/** The gRPC implementation. */
-export function grpcIdentityTransport(opts: GrpcIdentityTransportOptions): IdentityTransport {
+/** The gRPC implementation (also of SignMeshCa, for the agent's Istio intermediate CA). */
+export function grpcIdentityTransport(
+  opts: GrpcIdentityTransportOptions,
+): IdentityTransport & MeshCaTransport {
   const call = async <Req, Res>(
     client: ClientKeyPair | undefined,
     fn: (
@@ -105,6 +109,13 @@ export function grpcIdentityTransport(opts: GrpcIdentityTransportOptions): Ident
       call<RenewRequest, CertificateResponse>(
         current,
         (c, r, deadline, cb) => c.renew(r, new grpc.Metadata(), { deadline }, cb),
+        req,
+        signal,
+      ),
+    signMeshCa: (req: MeshCaRequest, current: ClientKeyPair, signal?: AbortSignal) =>
+      call<MeshCaRequest, CertificateResponse>(
+        current,
+        (c, r, deadline, cb) => c.signMeshCa(r, new grpc.Metadata(), { deadline }, cb),
         req,
         signal,
       ),

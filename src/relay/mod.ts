@@ -99,3 +99,18 @@ export {
   resolveConnectionLimits,
 } from "./connection_limits.ts";
 export { isUndecodable, tolerantDecoding } from "./tolerant_decoding.ts";
+export {
+  ISTIOD_SAN,
+  MeshCaAuthority,
+  type MeshCaIssued,
+  type MeshCaOptions,
+  ROOT_TRUST_SECRET_PREFIX,
+} from "./mesh_ca.ts";
+export {
+  ISTIO_CACERTS_SECRET,
+  MeshCaAgent,
+  type MeshCaAgentOptions,
+  type MeshCaState,
+  type MeshCaStatus,
+  type MeshCaTransport,
+} from "./mesh_ca_agent.ts";

@@ -10,7 +10,7 @@
  * @module
  */
 import type { Clock } from "../clock.ts";
-import { GrpcStatus, UnavailableError } from "../errors.ts";
+import { GrpcStatus, PreconditionError, UnavailableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { RelayClient } from "../proto/mod.ts";
 import type { Applier, DiscoverySource } from "../state/mod.ts";
@@ -20,6 +20,7 @@ import type { BackoffOptions } from "./backoff.ts";
 import { channelFor, sessionMetadata } from "./client_credentials.ts";
 import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
 import { grpcIdentityTransport } from "./identity_transport.ts";
+import { MeshCaAgent } from "./mesh_ca_agent.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { isExpired, type RotationOptions } from "./rotation.ts";
 import type { SecurityMode } from "./server_material.ts";
@@ -57,11 +58,18 @@ export interface RelayAgentOptions {
   /** HTTP endpoints (/metrics, /healthz, /readyz); null disables. */
   metricsHost?: string;
   metricsPort?: number | null;
+  /**
+   * Istio federated trust (mTLS only): keep Istio's `cacerts` in `store` signed by the server's
+   * RootTrustPolicy root (see mesh_ca_agent.ts); `restart` rolls Istio's workloads after a change.
+   */
+  istioCa?: { store: SecretStore; secretName?: string; restart?: () => Promise<string[]> };
 }
 
 /** A running agent. */
 export class RelayAgent {
   readonly identity?: AgentIdentity;
+  /** Set with `istioCa`. */
+  readonly istioCa?: MeshCaAgent;
   readonly sync: SyncAgent;
   readonly metrics: MetricsRegistry;
   readonly metricsPort?: number;
@@ -72,6 +80,7 @@ export class RelayAgent {
 
   private constructor(f: {
     identity?: AgentIdentity;
+    istioCa?: MeshCaAgent;
     sync: SyncAgent;
     metrics: MetricsRegistry;
     http?: HttpEndpoints;
@@ -80,6 +89,7 @@ export class RelayAgent {
     log: Logger;
   }) {
     this.identity = f.identity;
+    this.istioCa = f.istioCa;
     this.sync = f.sync;
     this.metrics = f.metrics;
     this.metricsPort = f.http?.port;
@@ -104,6 +114,11 @@ export class RelayAgent {
       log.warn("INSECURE MODE: plaintext gRPC to the relay server; the server is not authenticated");
     }
 
+    if (o.istioCa && o.mode !== "mtls") {
+      throw new PreconditionError(
+        "Istio federated trust needs --tls-mode mtls (the server signs for the cluster of a client certificate)",
+      );
+    }
     let identity: AgentIdentity | undefined;
     const rootFor = async (): Promise<string> => {
       const root = (await o.rootCaPem()) ?? identity?.current()?.caPem;
@@ -115,17 +130,19 @@ export class RelayAgent {
       return root;
     };
 
+    let transport: ReturnType<typeof grpcIdentityTransport> | undefined;
     if (o.mode === "mtls") {
+      transport = grpcIdentityTransport({
+        serverAddress: o.serverAddress,
+        authority: o.authority,
+        rootCaPem: rootFor,
+        channelOptions,
+      });
       identity = new AgentIdentity({
         cluster: o.cluster,
         store: o.store,
         secretName: o.clientSecretName,
-        transport: grpcIdentityTransport({
-          serverAddress: o.serverAddress,
-          authority: o.authority,
-          rootCaPem: rootFor,
-          channelOptions,
-        }),
+        transport,
         token: o.token,
         clock: o.clock,
         random: o.random,
@@ -211,9 +228,31 @@ export class RelayAgent {
         }
       },
     });
+    let istioCa: MeshCaAgent | undefined;
+    if (o.istioCa && identity && transport) {
+      const id = identity;
+      istioCa = new MeshCaAgent({
+        cluster: o.cluster,
+        store: o.istioCa.store,
+        secretName: o.istioCa.secretName,
+        transport,
+        credentials: () => {
+          const c = id.current();
+          return c && !isExpired(o.clock.now(), c) ? c : undefined;
+        },
+        restart: o.istioCa.restart,
+        clock: o.clock,
+        random: o.random,
+        log,
+        metrics,
+        rotation: o.rotation,
+        pollMs: o.identityPollMs,
+      });
+    }
     identity?.onChange((c) => {
       log.info("using new client certificate", { serial: c.serial, notAfter: c.notAfter.toISOString() });
       sync!.reconnect("client certificate changed");
+      istioCa?.poke();
     });
 
     let http: HttpEndpoints | undefined;
@@ -237,13 +276,14 @@ export class RelayAgent {
 
     const tasks: Promise<unknown>[] = [sync.run(abort.signal)];
     if (identity) tasks.push(identity.run(abort.signal));
+    if (istioCa) tasks.push(istioCa.run(abort.signal));
     log.info("relay agent started", {
       security: o.mode,
       server: o.serverAddress,
       ...(o.authority ? { authority: o.authority } : {}),
       metricsPort: http?.port,
     });
-    return new RelayAgent({ identity, sync, metrics, http, abort, tasks, log });
+    return new RelayAgent({ identity, istioCa, sync, metrics, http, abort, tasks, log });
   }
 
   /** Stops the loops and the HTTP endpoints. */

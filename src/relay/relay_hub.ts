@@ -186,6 +186,11 @@ export class RelayHub {
     return this.#registry.has(cluster);
   }
 
+  /** The declared config documents last loaded (every kind, RootTrustPolicies included). */
+  documents(): readonly KubeObject[] {
+    return this.#configs;
+  }
+
   /** Registered cluster names, sorted. */
   clusters(): string[] {
     return this.#registry.list().map((c) => c.name).sort();

@@ -14,7 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { IdentityService, RelayService } from "../proto/mod.ts";
-import type { ConfigSource } from "../state/mod.ts";
+import { type ConfigSource, parseDeclaredConfig } from "../state/mod.ts";
 import type { SecretStore } from "../store/mod.ts";
 import {
   type ConnectionLimitOptions,
@@ -24,6 +24,7 @@ import {
 } from "./connection_limits.ts";
 import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
 import { DEFAULT_CLIENT_CERT_TTL_MS, IdentityHandlers, identityServiceImpl } from "./identity_service.ts";
+import { MeshCaAuthority } from "./mesh_ca.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { certificateIdentify, type Identify, insecureIdentify, tokenIdentify } from "./peer_identity.ts";
 import { FailureLimiter, type FailureLimiterOptions } from "./rate_limit.ts";
@@ -181,6 +182,8 @@ export class RelayServer {
       ...(o.debounceMs !== undefined ? { debounceMs: o.debounceMs } : {}),
     });
     await hub.load(abort.signal);
+    // Istio federated trust: RootTrustPolicies come with the declared config; parsed per request (rare).
+    const meshCa = new MeshCaAuthority({ store, declared: () => parseDeclaredConfig(hub.documents()), log });
     const isRegistered = (c: string) => hub.isRegistered(c);
 
     const failures = metrics.counter(
@@ -251,6 +254,7 @@ export class RelayServer {
       clientCertTtlMs: o.clientCertTtlMs ?? DEFAULT_CLIENT_CERT_TTL_MS,
       signingSecret: o.signingSecret,
       rootSecret: o.rootSecret,
+      meshCa: mode === "mtls" ? meshCa : undefined,
     });
     // Undecodable requests reach the handlers as empty messages (see tolerant_decoding.ts).
     server.addService(tolerantDecoding(IdentityService), identityServiceImpl(handlers, log));

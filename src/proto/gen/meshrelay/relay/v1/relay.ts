@@ -28,8 +28,8 @@ export const protobufPackage = "meshrelay.relay.v1";
  *
  * Two services on one port (9900):
  * - Identity: Bootstrap may be called over plain server TLS (no client certificate) with a bootstrap
- *   token; Renew requires a verified client certificate. Both return a certificate for a CSR whose
- *   private key never left the agent.
+ *   token; Renew and SignMeshCa require a verified client certificate. All return a certificate for a
+ *   CSR whose private key never left the agent (SignMeshCa: the Istio intermediate CA of its cluster).
  * - Relay: one bidirectional Sync stream per agent, mTLS only. The cluster identity is the SAN of the
  *   client certificate, never a field of these messages.
  *
@@ -49,6 +49,14 @@ export interface BootstrapRequest {
 
 export interface RenewRequest {
   /** PKCS#10 CSR, PEM, for a new key pair (or the same one); its SAN must be the caller's cluster. */
+  csrPem: string;
+}
+
+export interface MeshCaRequest {
+  /**
+   * PKCS#10 CSR, PEM, for the intermediate's key (made in the workload cluster, never sent); its only SAN
+   * must be istiod.istio-system.svc. The subject of the certificate is the server's, not the CSR's.
+   */
   csrPem: string;
 }
 
@@ -260,6 +268,52 @@ export const RenewRequest: MessageFns<RenewRequest> = {
   },
   fromPartial<I extends Exact<DeepPartial<RenewRequest>, I>>(object: I): RenewRequest {
     const message = createBaseRenewRequest();
+    message.csrPem = object.csrPem ?? "";
+    return message;
+  },
+};
+
+function createBaseMeshCaRequest(): MeshCaRequest {
+  return { csrPem: "" };
+}
+
+export const MeshCaRequest: MessageFns<MeshCaRequest> = {
+  encode(message: MeshCaRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.csrPem !== "") {
+      writer.uint32(10).string(message.csrPem);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MeshCaRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseMeshCaRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.csrPem = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  create<I extends Exact<DeepPartial<MeshCaRequest>, I>>(base?: I): MeshCaRequest {
+    return MeshCaRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<MeshCaRequest>, I>>(object: I): MeshCaRequest {
+    const message = createBaseMeshCaRequest();
     message.csrPem = object.csrPem ?? "";
     return message;
   },
@@ -1067,6 +1121,19 @@ export const IdentityService = {
     responseSerialize: (value: CertificateResponse): Buffer => Buffer.from(CertificateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CertificateResponse => CertificateResponse.decode(value),
   },
+  /**
+   * Istio federated trust: signs the Istio intermediate CA of the cluster named in the caller's (valid)
+   * client certificate with the root of the RootTrustPolicy that serves that cluster. mTLS only.
+   */
+  signMeshCa: {
+    path: "/meshrelay.relay.v1.Identity/SignMeshCa",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: MeshCaRequest): Buffer => Buffer.from(MeshCaRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MeshCaRequest => MeshCaRequest.decode(value),
+    responseSerialize: (value: CertificateResponse): Buffer => Buffer.from(CertificateResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CertificateResponse => CertificateResponse.decode(value),
+  },
 } as const;
 
 export interface IdentityServer extends UntypedServiceImplementation {
@@ -1074,6 +1141,11 @@ export interface IdentityServer extends UntypedServiceImplementation {
   bootstrap: handleUnaryCall<BootstrapRequest, CertificateResponse>;
   /** Issues a fresh certificate for the cluster named in the caller's (valid) client certificate. */
   renew: handleUnaryCall<RenewRequest, CertificateResponse>;
+  /**
+   * Istio federated trust: signs the Istio intermediate CA of the cluster named in the caller's (valid)
+   * client certificate with the root of the RootTrustPolicy that serves that cluster. mTLS only.
+   */
+  signMeshCa: handleUnaryCall<MeshCaRequest, CertificateResponse>;
 }
 
 export interface IdentityClient extends Client {
@@ -1105,6 +1177,25 @@ export interface IdentityClient extends Client {
   ): ClientUnaryCall;
   renew(
     request: RenewRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CertificateResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Istio federated trust: signs the Istio intermediate CA of the cluster named in the caller's (valid)
+   * client certificate with the root of the RootTrustPolicy that serves that cluster. mTLS only.
+   */
+  signMeshCa(
+    request: MeshCaRequest,
+    callback: (error: ServiceError | null, response: CertificateResponse) => void,
+  ): ClientUnaryCall;
+  signMeshCa(
+    request: MeshCaRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CertificateResponse) => void,
+  ): ClientUnaryCall;
+  signMeshCa(
+    request: MeshCaRequest,
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CertificateResponse) => void,
