@@ -268,10 +268,11 @@ export class MeshCaAgent {
       return this.renewalTime(cur).getTime() - now.getTime();
     }
     if (!this.#o.credentials()) {
-      this.#setStatus({
+      // Normal at startup (bootstrap comes first): a status, not a warning; new credentials poke us.
+      this.#status = {
         state: "waiting",
         message: "waiting for the client certificate before requesting cacerts",
-      });
+      };
       return this.#o.pollMs ?? 60_000;
     }
     const existing = await this.#o.store.get(this.secretName);
