@@ -60,7 +60,7 @@ Deno.test({
       );
     });
 
-    await t.step("the shipped CRDs install and serve the three kinds", async () => {
+    await t.step("the shipped CRDs install and serve the four kinds", async () => {
       await kube.installCrds(await shippedCrds());
       assertEquals(await source().list(), []);
     });
@@ -80,22 +80,36 @@ Deno.test({
       assertEquals(parseDeclaredConfig(fromKube).errors, []);
     });
 
-    await t.step("the documents shown in docs/config.md pass the CRDs (strict dry run)", async () => {
-      const md = await Deno.readTextFile(`${repo}docs/config.md`);
-      const docs = [...md.matchAll(/^```yaml\n([\s\S]*?)^```$/gm)]
-        .flatMap((m) => parseAllDocuments(m[1]).map((d) => d.toJS() as KubeObject))
-        .filter((d) => d?.apiVersion === CONFIG_API_VERSION);
-      assertEquals(docs.map((d) => d.kind), ["KubernetesCluster", "ClusterConfig", "ServiceFederation"]);
-      for (const d of docs) {
-        await kube.rest.request({
-          method: "PATCH",
-          path: await kube.pathOf(d),
-          query: { dryRun: "All", fieldManager: "docs-test", fieldValidation: "Strict", force: true },
-          body: d,
-          contentType: "application/apply-patch+yaml",
-        });
-      }
-    });
+    await t.step(
+      "the documents shown in docs/config.md and docs/kubernetes.md pass the CRDs (strict dry run)",
+      async () => {
+        const docsIn = async (file: string) =>
+          // A fence indented inside a list item indents its content as much.
+          [...(await Deno.readTextFile(`${repo}docs/${file}`)).matchAll(/^( *)```yaml\n([\s\S]*?)^\1```$/gm)]
+            .flatMap((m) =>
+              parseAllDocuments(m[2].replace(new RegExp(`^${m[1]}`, "gm"), "")).map((d) =>
+                d.toJS() as KubeObject
+              )
+            )
+            .filter((d) => d?.apiVersion === CONFIG_API_VERSION);
+        const docs = [...await docsIn("config.md"), ...await docsIn("kubernetes.md")];
+        assertEquals(docs.map((d) => d.kind), [
+          "KubernetesCluster",
+          "ClusterConfig",
+          "ServiceFederation",
+          "RootTrustPolicy",
+        ]);
+        for (const d of docs) {
+          await kube.rest.request({
+            method: "PATCH",
+            path: await kube.pathOf(d),
+            query: { dryRun: "All", fieldManager: "docs-test", fieldValidation: "Strict", force: true },
+            body: d,
+            contentType: "application/apply-patch+yaml",
+          });
+        }
+      },
+    );
 
     await t.step("a changes() started before the CRDs existed yields once they are served", async () => {
       await early.waitFor("a change once the examples were applied", (i) => i.length >= 1);
@@ -120,6 +134,38 @@ Deno.test({
           await kube.apply({ apiVersion: CONFIG_API_VERSION, kind, metadata: { name: "bad" }, spec });
         } catch (e) {
           assertEquals((e as { httpStatus?: number }).httpStatus, 422, why);
+          continue;
+        }
+        throw new Error(`${why}: accepted`);
+      }
+      const policies: [string, unknown][] = [
+        ["RootTrustPolicy without a CA", {}],
+        ["RootTrustPolicy with both CAs", { mgmtServerCa: { generated: {}, secretRef: { name: "s" } } }],
+        ["RootTrustPolicy with a zero TTL", {
+          mgmtServerCa: { generated: {} },
+          intermediateCertOptions: { ttlDays: 0 },
+        }],
+      ];
+      for (const [why, spec] of policies) {
+        try {
+          await kube.apply({
+            apiVersion: CONFIG_API_VERSION,
+            kind: "RootTrustPolicy",
+            metadata: { name: "bad" },
+            spec,
+          });
+        } catch (e) {
+          assertEquals((e as { httpStatus?: number }).httpStatus, 422, why);
+          assertEquals(
+            parseDeclaredConfig([{
+              apiVersion: CONFIG_API_VERSION,
+              kind: "RootTrustPolicy",
+              metadata: { name: "bad" },
+              spec: spec as Record<string, unknown>,
+            }]).errors.length,
+            1,
+            `${why}: parseDeclaredConfig agrees`,
+          );
           continue;
         }
         throw new Error(`${why}: accepted`);
