@@ -8,7 +8,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { collect as collectFlag, parseDuration } from "./cli_flags.ts";
-import { DEFAULT_KUBE_NAMESPACE, loadKubeClient, validateNamespace } from "./cli_kube.ts";
+import { DEFAULT_KUBE_NAMESPACE, validateNamespace } from "./cli_namespace.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   isKeyAlgorithm,
@@ -25,7 +25,6 @@ import {
   checkClusterNames,
   checkExitCode,
   defaultServerDnsNames,
-  deregisterCluster,
   findRoot,
   initTargets,
   inspect,
@@ -50,7 +49,6 @@ import {
   type Progress,
   progressReporter,
   readPemFile,
-  registerCluster,
   RELAY_CLIENT_SECRET_NAMES,
   RELAY_NAMESPACE,
   RELAY_ROOT_KEY_FILE,
@@ -684,7 +682,10 @@ Exit codes:
         "the agent's client certificate secret",
         RELAY_CLIENT_SECRET_NAMES[0],
       );
-  const clustersOf = (opts: Record<string, string | undefined>, remote: boolean) => {
+  // register/deregister load the Kubernetes client and the relay's token code only when they run, so
+  // the rest of `certs` starts without them (and without their network needs).
+  const clustersOf = async (opts: Record<string, string | undefined>, remote: boolean) => {
+    const { loadKubeClient } = await import("./cli_kube.ts");
     checkClusterNames([opts.cluster!]);
     validateNamespace(opts.mgmtNamespace!, "--mgmt-namespace");
     validateNamespace(opts.remoteNamespace!, "--remote-namespace");
@@ -737,7 +738,8 @@ Exit codes:
       if (opts.serverAddress && !/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(opts.serverAddress)) {
         throw new InvalidInputError("--server-address must be host:port");
       }
-      const { mgmt, remote } = clustersOf(opts, true);
+      const { mgmt, remote } = await clustersOf(opts, true);
+      const { registerCluster } = await import("./certs/register.ts");
       const progress = progressFor(deps, opts);
       const r = await registerCluster({
         cluster: opts.cluster,
@@ -786,7 +788,8 @@ Exit codes:
     )
     .option("-v, --verbose", "a progress line per step on stderr even when it is not a terminal")
     .action(async (opts) => {
-      const { mgmt, remote } = clustersOf(opts, !opts.skipRemote);
+      const { mgmt, remote } = await clustersOf(opts, !opts.skipRemote);
+      const { deregisterCluster } = await import("./certs/register.ts");
       const r = await deregisterCluster({
         cluster: opts.cluster,
         mgmt,

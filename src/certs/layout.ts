@@ -92,3 +92,6 @@ export function newToken(random: (bytes: Uint8Array) => Uint8Array): string {
   const b = random(new Uint8Array(32));
   return btoa(String.fromCharCode(...b)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
+
+/** ConfigMap in the agent's namespace that the shipped agent Deployment reads its settings from. */
+export const AGENT_CONFIGMAP = "meshrelay-agent";

@@ -28,6 +28,7 @@ export {
   readPemFile,
 } from "./inputs.ts";
 export {
+  AGENT_CONFIGMAP,
   ISTIO_DIR,
   ISTIO_NAMESPACE,
   ISTIO_ROOT_CERT_FILE,
@@ -67,14 +68,3 @@ export { collectCertificates, type FoundCertificate } from "./read.ts";
 export { inspect, type InspectedCertificate, renderInspection } from "./inspect.ts";
 export { check, CHECK_EXIT, type CheckedCertificate, checkExitCode, renderCheck } from "./check.ts";
 export { parseAt, verifyFiles, type VerifyFilesOptions } from "./verify.ts";
-export {
-  AGENT_CONFIGMAP,
-  deregisterCluster,
-  type DeregisterOptions,
-  type DeregisterResult,
-  REGISTER_FIELD_MANAGER,
-  registerCluster,
-  type RegisterOptions,
-  type RegisterResult,
-  type RegistrationSecrets,
-} from "./register.ts";

@@ -30,11 +30,14 @@ import { dnsNamesOf, parseCertificates } from "../pki/mod.ts";
 import { IDENTITY_TOKEN_KEY, TokenAuthority, validateClusterName } from "../relay/mod.ts";
 import { CONFIG_API_VERSION } from "../state/mod.ts";
 import type { SecretStore } from "../store/mod.ts";
-import { RELAY_CLIENT_SECRET_NAMES, RELAY_ROOT_SECRET, RELAY_TOKEN_SECRET } from "./layout.ts";
+import {
+  AGENT_CONFIGMAP,
+  RELAY_CLIENT_SECRET_NAMES,
+  RELAY_ROOT_SECRET,
+  RELAY_TOKEN_SECRET,
+} from "./layout.ts";
 import type { Progress } from "./progress.ts";
 
-/** ConfigMap in the agent's namespace that the shipped agent Deployment reads its settings from. */
-export const AGENT_CONFIGMAP = "meshrelay-agent";
 /** Field manager of what register writes with server-side apply. */
 export const REGISTER_FIELD_MANAGER = "meshrelay-certs";
 /** Labels on the secrets register creates in the workload cluster. */
