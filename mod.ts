@@ -4,6 +4,7 @@
  * own flags, builds its real dependencies and returns an exit code.
  * @module
  */
+import process from "node:process";
 import { describeError, exitCodeOf } from "./src/errors.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -56,6 +57,9 @@ export async function main(args: string[]): Promise<number> {
     console.error(`meshrelay: unknown mode "${mode}" (expected server, agent, certs or version)`);
     return 2;
   }
+  // Node deprecation notices from inside npm dependencies (the Kubernetes client's `punycode`) are
+  // nothing a user can act on, and they would break the one-line error contract on stderr.
+  process.noDeprecation = true;
   try {
     return await (await m.load()).main(rest);
   } catch (err) {

@@ -4,11 +4,11 @@
  * SIGINT/SIGTERM.
  * @module
  */
-import { Command, CommanderError, Option } from "commander";
+import { Command, Option } from "commander";
 import { type Clock, systemClock } from "./clock.ts";
 import { collect, parseDuration, parsePort, parsePositiveInt, parseRatio } from "./cli_flags.ts";
 import { kubeNamespace, loadKubeClient, validateNamespace } from "./cli_kube.ts";
-import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
+import { InvalidInputError } from "./errors.ts";
 import {
   KubeApplier,
   type KubeClient,
@@ -18,6 +18,7 @@ import {
   restartDeployments,
 } from "./kube/mod.ts";
 import { jsonLogger, type Logger, parseLogLevel } from "./log.ts";
+import { runProgram } from "./cli_run.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   CLIENT_TLS_SECRET,
@@ -501,22 +502,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
 export async function run(args: string[], deps: Deps): Promise<number> {
   let code = 0;
   const program = buildProgram(deps, (c) => code = c);
-  try {
-    await program.parseAsync(args, { from: "user" });
-    return code;
-  } catch (e) {
-    if (e instanceof CommanderError) {
-      return e.code === "commander.helpDisplayed" || e.code === "commander.version" ||
-          e.code === "commander.help"
-        ? 0
-        : 2;
-    }
-    const line = e instanceof MeshrelayError || e instanceof Deno.errors.NotCapable
-      ? describeError(e)
-      : `internal error: ${e instanceof Error ? `${e.name}: ${e.message.slice(0, 200)}` : "unknown"}`;
-    deps.err(`meshrelay agent: ${line.split("\n")[0]}\n`);
-    return exitCodeOf(e);
-  }
+  return await runProgram("agent", program, args, () => code, deps.err);
 }
 
 /** Entry point of the mode; returns the exit code. */

@@ -4,11 +4,12 @@
  * Everything else is library code taking an options object.
  * @module
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { InvalidInputError } from "./errors.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { collect as collectFlag, parseDuration } from "./cli_flags.ts";
 import { DEFAULT_KUBE_NAMESPACE, validateNamespace } from "./cli_namespace.ts";
+import { runProgram } from "./cli_run.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   isKeyAlgorithm,
@@ -846,19 +847,7 @@ async function existingIstioRoot(
 export async function run(args: string[], deps: Deps): Promise<number> {
   let code = 0;
   const program = buildProgram(deps, (c) => code = c);
-  try {
-    await program.parseAsync(args, { from: "user" });
-    return code;
-  } catch (e) {
-    if (e instanceof CommanderError) {
-      return e.code === "commander.helpDisplayed" || e.code === "commander.version" ? 0 : 2;
-    }
-    const line = e instanceof MeshrelayError || e instanceof Deno.errors.NotCapable
-      ? describeError(e)
-      : `internal error: ${e instanceof Error ? `${e.name}: ${e.message.slice(0, 200)}` : "unknown"}`;
-    deps.err(`meshrelay certs: ${line.split("\n")[0]}\n`);
-    return exitCodeOf(e);
-  }
+  return await runProgram("certs", program, args, () => code, deps.err);
 }
 
 /** Entry point of the mode; returns the exit code. */

@@ -5,13 +5,14 @@
  * and certificate revocations.
  * @module
  */
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { type Clock, systemClock } from "./clock.ts";
 import { collect, parseDuration, parsePort, parsePositiveInt } from "./cli_flags.ts";
 import { kubeNamespace, loadKubeClient, validateNamespace } from "./cli_kube.ts";
-import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
+import { InvalidInputError } from "./errors.ts";
 import { jsonLogger, type Logger, parseLogLevel } from "./log.ts";
 import { type KubeClient, KubeConfigSource, KubeSecretStore } from "./kube/mod.ts";
+import { runProgram } from "./cli_run.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   DEFAULT_CLIENT_CERT_TTL_MS,
@@ -522,22 +523,7 @@ async function useSharedToken(store: SecretStore, token: string, log: Logger): P
 export async function run(args: string[], deps: Deps): Promise<number> {
   let code = 0;
   const program = buildProgram(deps, (c) => code = c);
-  try {
-    await program.parseAsync(args, { from: "user" });
-    return code;
-  } catch (e) {
-    if (e instanceof CommanderError) {
-      return e.code === "commander.helpDisplayed" || e.code === "commander.version" ||
-          e.code === "commander.help"
-        ? 0
-        : 2;
-    }
-    const line = e instanceof MeshrelayError || e instanceof Deno.errors.NotCapable
-      ? describeError(e)
-      : `internal error: ${e instanceof Error ? `${e.name}: ${e.message.slice(0, 200)}` : "unknown"}`;
-    deps.err(`meshrelay server: ${line.split("\n")[0]}\n`);
-    return exitCodeOf(e);
-  }
+  return await runProgram("server", program, args, () => code, deps.err);
 }
 
 /** Entry point of the mode; returns the exit code. */
