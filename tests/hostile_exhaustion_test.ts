@@ -20,7 +20,7 @@ import { createCsr, generateKeyPair, privateKeyToPem } from "../src/pki/mod.ts";
 import { AgentMessageCodec, IdentityService, ServerMessageCodec } from "../src/proto/mod.ts";
 import { assertEquals } from "../src/testing/assert.ts";
 import { metricValue, startServer, waitFor, workspace } from "./relay_e2e_harness.ts";
-import { type ClientPair, rawClient, rawUnary, secretText } from "./support/hostile.ts";
+import { type ClientPair, rawClient, rawUnary, secretText, withTimeout } from "./support/hostile.ts";
 
 const PER_PEER = 40;
 const STREAMS = 10;
@@ -130,7 +130,11 @@ Deno.test({
         });
         session.on("error", () => {});
         held.push(session);
-        await new Promise<void>((r) => session.once("remoteSettings", () => r()));
+        await withTimeout(
+          new Promise<void>((r) => session.once("remoteSettings", () => r())),
+          15_000,
+          "HTTP/2 settings",
+        );
         assertEquals(session.remoteSettings.maxConcurrentStreams, STREAMS);
         const streams: http2.ClientHttp2Stream[] = [];
         for (let i = 0; i < STREAMS + 5; i++) {
@@ -164,9 +168,9 @@ Deno.test({
             }),
           );
           // Never a Hello: half-open. Wait for its Welcome so the order of arrival is known.
-          await waitFor(`welcome ${i}`, () => got);
+          await waitFor(`welcome ${i}`, () => got, 15_000);
         }
-        const first3 = await Promise.all(ends.slice(0, 3));
+        const first3 = await withTimeout(Promise.all(ends.slice(0, 3)), 15_000, "replaced streams");
         assertEquals(first3, [GrpcStatus.ABORTED, GrpcStatus.ABORTED, GrpcStatus.ABORTED]);
       });
 
@@ -174,7 +178,11 @@ Deno.test({
         const session = http2.connect(`https://localhost:${port}`, { ca: rootPem });
         session.on("error", () => {});
         held.push(session);
-        await new Promise<void>((r) => session.once("remoteSettings", () => r()));
+        await withTimeout(
+          new Promise<void>((r) => session.once("remoteSettings", () => r())),
+          15_000,
+          "HTTP/2 settings",
+        );
         await new Promise<void>((resolve, reject) => {
           const t = setTimeout(() => reject(new Error("idle connection not closed")), 20_000);
           session.once("goaway", () => {

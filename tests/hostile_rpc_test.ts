@@ -29,6 +29,7 @@ import {
   rawUnary,
   secretText,
   seeded,
+  withTimeout,
 } from "./support/hostile.ts";
 
 const REGISTERED = new Set(["cluster-1", "cluster-2"]);
@@ -238,29 +239,32 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
           key: pair1.keyPem,
         });
         session.on("error", () => {});
-        const status = await new Promise<string>((resolve) => {
-          const req = session.request({
-            ":method": "POST",
-            ":path": i === 0 ? "/meshrelay.relay.v1.Identity/Bootstrap" : "/meshrelay.relay.v1.Relay/Sync",
-            "content-type": "application/grpc",
-            "te": "trailers",
-          });
-          let grpcStatus = "";
-          req.on("response", (h) => grpcStatus = String(h["grpc-status"] ?? grpcStatus));
-          req.on("trailers", (h) => grpcStatus = String(h["grpc-status"] ?? grpcStatus));
-          req.on("error", () => resolve(grpcStatus || "stream error"));
-          req.on("close", () => resolve(grpcStatus || "closed"));
-          req.on("data", () => {});
-          // A frame header announcing 1000 bytes, then fewer (or none), then the end of the stream.
-          const head = Buffer.from([0, 0, 0, 0x03, 0xe8]);
-          if (variant === "short-body") req.end(Buffer.concat([head, Buffer.alloc(10)]));
-          else if (variant === "header-only") req.end(head.subarray(0, 3));
-          else {
-            req.write(head);
-            setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 20);
-          }
-        });
-        session.close();
+        const status = await withTimeout(
+          new Promise<string>((resolve) => {
+            const req = session.request({
+              ":method": "POST",
+              ":path": i === 0 ? "/meshrelay.relay.v1.Identity/Bootstrap" : "/meshrelay.relay.v1.Relay/Sync",
+              "content-type": "application/grpc",
+              "te": "trailers",
+            });
+            let grpcStatus = "";
+            req.on("response", (h) => grpcStatus = String(h["grpc-status"] ?? grpcStatus));
+            req.on("trailers", (h) => grpcStatus = String(h["grpc-status"] ?? grpcStatus));
+            req.on("error", () => resolve(grpcStatus || "stream error"));
+            req.on("close", () => resolve(grpcStatus || "closed"));
+            req.on("data", () => {});
+            // A frame header announcing 1000 bytes, then fewer (or none), then the end of the stream.
+            const head = Buffer.from([0, 0, 0, 0x03, 0xe8]);
+            if (variant === "short-body") req.end(Buffer.concat([head, Buffer.alloc(10)]));
+            else if (variant === "header-only") req.end(head.subarray(0, 3));
+            else {
+              req.write(head);
+              setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 20);
+            }
+          }),
+          15_000,
+          `truncated ${variant}`,
+        ).finally(() => session.destroy());
         statuses.push(`${variant}: ${status}`);
         // A unary call whose only message is cut short must not be served.
         if (variant === "short-body") assert(status !== String(GrpcStatus.OK), `${variant}: ${status}`);

@@ -189,3 +189,14 @@ export async function bootstrapPair(
 export async function secretText(secretsDir: string, secret: string, key: string): Promise<string> {
   return (await Deno.readTextFile(`${secretsDir}/${secret}/${key}`)).trim();
 }
+
+/** `p`, or a rejection naming `what` after `ms` (tests must end even when a peer never answers). */
+export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      t = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(t));
+}
