@@ -689,7 +689,11 @@ if (import.meta.main) {
   const out = opts.out.startsWith("/") ? opts.out : `${ROOT}${opts.out}`;
   await Deno.mkdir(out.slice(0, out.lastIndexOf("/")), { recursive: true });
   for (const n of ns) {
-    results.push(await runN(n, o));
+    const load0 = Deno.loadavg();
+    const r = await runN(n, o);
+    // Other work on the machine skews figures: say how busy it was around each run.
+    r.loadAverage = { atStart: load0, atEnd: Deno.loadavg() };
+    results.push(r);
     // Written after each N, so a later failure keeps what was measured.
     const report = { started: started.toISOString(), machine: m, options: o, results };
     await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
