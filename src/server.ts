@@ -327,7 +327,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     )
     .addOption(
       new Option("--handshake-timeout <duration>", "abandon a TLS handshake not finished in this time")
-        .argParser(parseDuration).default(DEFAULT_CONNECTION_LIMITS.handshakeTimeoutMs, "10s"),
+        .argParser(parseDuration).default(DEFAULT_CONNECTION_LIMITS.handshakeTimeoutMs, "30s"),
     )
     .addOption(
       new Option("--max-streams-per-connection <n>", "concurrent calls per connection (HTTP/2 streams)")

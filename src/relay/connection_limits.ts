@@ -23,7 +23,10 @@ export interface ConnectionLimitOptions {
   maxConnectionsPerPeer?: number;
   /** TCP connections in all (0: unlimited). Default 16384 (keep below the open-files limit). */
   maxConnections?: number;
-  /** A TLS handshake not finished in this time is abandoned. Default 10,000 ms. */
+  /**
+   * A TLS handshake not finished in this time is abandoned. Default 30,000 ms: in a storm of a thousand
+   * agents bootstrapping at once a handshake waits its turn for seconds (10 s cut many of them off).
+   */
   handshakeTimeoutMs?: number;
   /** Concurrent HTTP/2 streams (calls) per connection. Default 100. */
   maxStreamsPerConnection?: number;
@@ -35,7 +38,7 @@ export interface ConnectionLimitOptions {
 export const DEFAULT_CONNECTION_LIMITS: Required<ConnectionLimitOptions> = {
   maxConnectionsPerPeer: 1024,
   maxConnections: 16384,
-  handshakeTimeoutMs: 10_000,
+  handshakeTimeoutMs: 30_000,
   maxStreamsPerConnection: 100,
   idleTimeoutMs: 300_000,
 };
