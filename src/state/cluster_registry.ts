@@ -50,6 +50,11 @@ export class ClusterRegistry {
     return this.#clusters.has(name);
   }
 
+  /** Number of registered clusters (no copies, unlike `list`). */
+  get size(): number {
+    return this.#clusters.size;
+  }
+
   /** All registered clusters, by name. */
   list(): ClusterInfo[] {
     return [...this.#clusters.values()].map((c) => structuredClone(c));
