@@ -181,6 +181,10 @@ async function writeAtomic(path: string, text: string): Promise<void> {
 interface Options {
   /** Extra V8 flags for the meshrelay server process (e.g. a smaller young generation). */
   serverV8Flags?: string;
+  /** Extra `deno run` flags for the meshrelay server process (e.g. --cpu-prof-dir=DIR). */
+  serverFlags?: string[];
+  /** Skip the kill -9 storm (so a profiled server exits normally and writes its profile). */
+  noStorm?: boolean;
   rounds: number;
   ingest: number;
   perLoadgen: number;
@@ -344,6 +348,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
       "run",
       "-A",
       ...(o.serverV8Flags ? [`--v8-flags=${o.serverV8Flags}`] : []),
+      ...(o.serverFlags ?? []),
       "mod.ts",
       "server",
       "--host",
@@ -473,6 +478,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
       fullSyncDiscoveryBytes: fullDiscoveryBytes,
     });
 
+    if (o.noStorm) return result;
     // --- reconnect storm after kill -9
     const discC = statsB.reduce((s, x) => s + x.discoveryBytesSent, 0);
     await all(gens, { cmd: "mark" });
@@ -669,6 +675,8 @@ if (import.meta.main) {
     .option("--per-loadgen <n>", "agents per load-generator process", "2500")
     .option("--keep", "keep the temp dirs (logs)")
     .option("--server-v8-flags <flags>", "V8 flags for the meshrelay server process")
+    .option("--server-flags <flags>", "extra deno run flags for the server, space-separated (profiling)")
+    .option("--no-storm", "skip the kill -9 reconnect storm")
     .option("--out <file>", "JSON results", "bench/results/latest.json")
     .parse(["deno", "bench", ...Deno.args]);
   const opts = program.opts();
@@ -679,6 +687,8 @@ if (import.meta.main) {
     perLoadgen: Number(opts.perLoadgen),
     keep: !!opts.keep,
     serverV8Flags: opts.serverV8Flags,
+    noStorm: opts.storm === false,
+    serverFlags: opts.serverFlags ? String(opts.serverFlags).split(" ").filter(Boolean) : undefined,
   };
   const started = new Date();
   const m = machine();
@@ -699,7 +709,7 @@ if (import.meta.main) {
     await Deno.writeTextFile(out, JSON.stringify(report, null, 2) + "\n");
   }
   console.log(table(results));
-  for (const r of results) {
+  for (const r of results.filter((x) => x.meshrelay.stormReconnectTimeline)) {
     console.log(
       `N=${r.agents} reconnect storm after kill -9, per second: reconnected ` +
         r.meshrelay.stormReconnectTimeline.join(" ") + ` | converged ` +
