@@ -281,7 +281,10 @@ export class MeshCaAgent {
     this.#m?.expiry.set(Math.round((issued.notAfter.getTime() - now.getTime()) / 1000));
     this.#setStatus({ state: "ready", serial: issued.serial, notAfter: issued.notAfter });
     await this.#restart();
-    return 0;
+    // Wait for the new certificate's renewal moment straight away: a zero wait would park the loop on
+    // a sleep that ends "now", and a clock that moves during the next step's reads would then have the
+    // loop wait from a stale `now` (seen with the fake clock under load).
+    return Math.max(0, this.renewalTime(issued).getTime() - this.#o.clock.now().getTime());
   }
 
   /** Keeps `cacerts` valid until `signal` aborts. */
