@@ -11,6 +11,7 @@
  */
 import { AlreadyExistsError, InvalidInputError, MeshrelayError, UnavailableError } from "../errors.ts";
 import { FileSecretStore, type Secret } from "../store/mod.ts";
+import { randomSuffix, replaceFileAtomic } from "../fs_atomic.ts";
 import type { SecretManifest } from "./manifest.ts";
 
 /** A secret to write, and the folder (relative to `--out`) whose store holds it. */
@@ -50,12 +51,6 @@ function dirname(path: string): string {
 function basename(path: string): string {
   const t = path.replace(/\/+$/, "");
   return t.slice(t.lastIndexOf("/") + 1);
-}
-
-function randomSuffix(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
 }
 
 async function statOrUndefined(path: string): Promise<Deno.FileInfo | undefined> {
@@ -167,21 +162,7 @@ export async function writeFileAtomic(
   if (!opts.overwrite && await statOrUndefined(path)) {
     throw new AlreadyExistsError(`${path} already exists (use --force to replace)`);
   }
-  const tmp = `${dirname(path)}/.${basename(path)}.tmp-${randomSuffix()}`;
-  try {
-    const f = await Deno.open(tmp, { write: true, createNew: true, mode: opts.mode ?? 0o600 });
-    try {
-      let off = 0;
-      while (off < data.length) off += await f.write(data.subarray(off));
-      await f.sync();
-    } finally {
-      f.close();
-    }
-    await Deno.rename(tmp, path);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
-  }
+  await replaceFileAtomic(path, data, { mode: opts.mode });
 }
 
 /**

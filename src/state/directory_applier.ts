@@ -5,6 +5,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import { replaceFileAtomic } from "../fs_atomic.ts";
 import { stringify } from "yaml";
 import { resourceVersionOf, sortDeep } from "./canonical.ts";
 import { parseManifests } from "./manifests.ts";
@@ -251,25 +252,11 @@ export class DirectoryApplier implements Applier {
 
   async #writeAtomic(rel: string, text: string): Promise<void> {
     const path = `${this.root}/${rel}`;
-    const dir = path.slice(0, path.lastIndexOf("/"));
-    await Deno.mkdir(dir, { recursive: true });
-    const base = path.slice(dir.length + 1);
-    const tmp = `${dir}/.${base}.tmp-${Math.floor(this.#random() * 2 ** 48).toString(36)}`;
-    try {
-      const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
-      try {
-        const bytes = new TextEncoder().encode(text);
-        let off = 0;
-        while (off < bytes.length) off += await f.write(bytes.subarray(off));
-        await f.sync();
-      } finally {
-        f.close();
-      }
-      await Deno.rename(tmp, path);
-    } catch (e) {
-      await Deno.remove(tmp).catch(() => {});
-      throw e;
-    }
+    await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+    await replaceFileAtomic(path, new TextEncoder().encode(text), {
+      mode: 0o644,
+      suffix: Math.floor(this.#random() * 2 ** 48).toString(36),
+    });
   }
 }
 

@@ -1,5 +1,6 @@
 import { ConflictError, UnavailableError } from "../errors.ts";
 import { checkVersion } from "./memory_store.ts";
+import { randomSuffix, writeAll } from "../fs_atomic.ts";
 import {
   type DeleteOptions,
   type PutOptions,
@@ -217,17 +218,6 @@ export class FileSecretStore implements SecretStore {
       await Deno.remove(lock).catch(() => {});
     }
   }
-}
-
-async function writeAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await f.write(data.subarray(off));
-}
-
-function randomSuffix(): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
 }
 
 /** Hash of sorted keys and values: the file store's version. */
