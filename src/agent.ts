@@ -17,8 +17,18 @@ import {
   parseDiscoveryKinds,
   restartDeployments,
 } from "./kube/mod.ts";
-import { jsonLogger, type Logger, parseLogLevel } from "./log.ts";
+import { jsonLogger, type Logger } from "./log.ts";
 import { runProgram } from "./cli_run.ts";
+import {
+  checkDir,
+  kubeconfigOptions,
+  logLevelOf,
+  logLevelOption,
+  securityModeOf,
+  securityModeOptions,
+  stopSignal,
+  writeAllSync,
+} from "./cli_common.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   CLIENT_TLS_SECRET,
@@ -28,7 +38,6 @@ import {
   ISTIO_CACERTS_SECRET,
   RelayAgent,
   ROOT_TLS_SECRET,
-  type SecurityMode,
   splitAddress,
   validateClusterName,
   validateRotationOptions,
@@ -42,7 +51,6 @@ import {
 import { FileSecretStore, MemorySecretStore, type SecretStore } from "./store/mod.ts";
 import { VERSION } from "./version.ts";
 
-const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** The real world the agent runs in; e2e tests run the whole process instead of replacing these. */
@@ -55,24 +63,13 @@ interface Deps {
   readTextFile: (path: string) => Promise<string>;
 }
 
-function writeAllSync(f: { writeSync(p: Uint8Array): number }, text: string): void {
-  const b = enc.encode(text);
-  let off = 0;
-  while (off < b.length) off += f.writeSync(b.subarray(off));
-}
-
 function realDeps(): Deps {
   return {
     clock: systemClock,
     random: Math.random,
     out: (t) => writeAllSync(Deno.stdout, t),
     err: (t) => writeAllSync(Deno.stderr, t),
-    stopSignal: () =>
-      new Promise((resolve) => {
-        const on = (sig: Deno.Signal) => () => resolve(sig);
-        Deno.addSignalListener("SIGINT", on("SIGINT"));
-        Deno.addSignalListener("SIGTERM", on("SIGTERM"));
-      }),
+    stopSignal,
     readTextFile: (p) => Deno.readTextFile(p),
   };
 }
@@ -212,11 +209,6 @@ async function readFileFlag(deps: Deps, path: string, flag: string): Promise<str
   }
 }
 
-async function checkDir(path: string, flag: string): Promise<void> {
-  const st = await Deno.stat(path).catch(() => undefined);
-  if (!st?.isDirectory) throw new InvalidInputError(`${flag}: ${path} is not a directory`);
-}
-
 const HELP_AFTER = `
 Security modes (--tls-mode, must match the server's):
   mtls (default)  bootstraps once with the token over server TLS (the private key never leaves: only a CSR
@@ -274,17 +266,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         "MESHRELAY_AUTHORITY",
       ),
     )
-    .addOption(
-      new Option("--tls-mode <mode>", "security mode").choices(["mtls", "tls", "insecure"]).env(
-        "MESHRELAY_TLS_MODE",
-      )
-        .default("mtls"),
-    )
-    .addOption(
-      new Option("--insecure", "same as --tls-mode insecure (plaintext; demos only)").env(
-        "MESHRELAY_INSECURE",
-      ),
-    )
+    .addOption(securityModeOptions()[0])
+    .addOption(securityModeOptions()[1])
     .addOption(
       new Option(
         "--secrets-dir <dir>",
@@ -320,13 +303,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         "Kubernetes backends: secrets in --namespace, discovery and server-side apply in this cluster",
       ).env("MESHRELAY_KUBE"),
     )
-    .addOption(
-      new Option(
-        "--kubeconfig <file>",
-        "with --kube: kubeconfig (default $KUBECONFIG, ~/.kube/config, else the pod's service account)",
-      ),
-    )
-    .addOption(new Option("--context <name>", "with --kube: kubeconfig context (default its current one)"))
+    .addOption(kubeconfigOptions()[0])
+    .addOption(kubeconfigOptions()[1])
     .addOption(
       new Option(
         "--namespace <ns>",
@@ -407,23 +385,11 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         .env("MESHRELAY_METRICS_PORT").argParser(parsePort).default(9091),
     )
     .option("--no-metrics", "do not serve /metrics, /healthz, /readyz")
-    .addOption(
-      new Option("--log-level <level>", "debug, info, warn or error").env("MESHRELAY_LOG_LEVEL").default(
-        "info",
-      ),
-    )
+    .addOption(logLevelOption())
     .addHelpText("after", HELP_AFTER)
     .action(async (opts) => {
-      const mode: SecurityMode = opts.insecure ? "insecure" : opts.tlsMode;
-      if (opts.insecure && opts.tlsMode !== "mtls" && opts.tlsMode !== "insecure") {
-        throw new InvalidInputError(`--insecure contradicts --tls-mode ${opts.tlsMode}`);
-      }
-      let level;
-      try {
-        level = parseLogLevel(opts.logLevel);
-      } catch (e) {
-        throw new InvalidInputError(`--log-level: ${(e as Error).message}`);
-      }
+      const mode = securityModeOf(opts);
+      const level = logLevelOf(opts.logLevel);
       if (!opts.cluster) throw new InvalidInputError("--cluster (or MESHRELAY_CLUSTER) is required");
       validateClusterName(opts.cluster);
       if (!opts.serverAddress) {

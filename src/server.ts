@@ -10,9 +10,19 @@ import { type Clock, systemClock } from "./clock.ts";
 import { collect, parseDuration, parsePort, parsePositiveInt } from "./cli_flags.ts";
 import { kubeNamespace, loadKubeClient, validateNamespace } from "./cli_kube.ts";
 import { InvalidInputError } from "./errors.ts";
-import { jsonLogger, type Logger, parseLogLevel } from "./log.ts";
+import { jsonLogger, type Logger } from "./log.ts";
 import { type KubeClient, KubeConfigSource, KubeSecretStore } from "./kube/mod.ts";
 import { runProgram } from "./cli_run.ts";
+import {
+  checkDir,
+  kubeconfigOptions,
+  logLevelOf,
+  logLevelOption,
+  securityModeOf,
+  securityModeOptions,
+  stopSignal,
+  writeAllSync,
+} from "./cli_common.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   DEFAULT_CLIENT_CERT_TTL_MS,
@@ -22,7 +32,6 @@ import {
   RelayServer,
   RevocationList,
   ROOT_TLS_SECRET,
-  type SecurityMode,
   SERVER_TLS_SECRET,
   SIGNING_TLS_SECRET,
   TokenAuthority,
@@ -52,23 +61,12 @@ interface Deps {
   hostname: () => string | undefined;
 }
 
-function writeAllSync(f: { writeSync(p: Uint8Array): number }, text: string): void {
-  const b = enc.encode(text);
-  let off = 0;
-  while (off < b.length) off += f.writeSync(b.subarray(off));
-}
-
 function realDeps(): Deps {
   return {
     clock: systemClock,
     out: (t) => writeAllSync(Deno.stdout, t),
     err: (t) => writeAllSync(Deno.stderr, t),
-    stopSignal: () =>
-      new Promise((resolve) => {
-        const on = (sig: Deno.Signal) => () => resolve(sig);
-        Deno.addSignalListener("SIGINT", on("SIGINT"));
-        Deno.addSignalListener("SIGTERM", on("SIGTERM"));
-      }),
+    stopSignal,
     hostname: () => {
       try {
         return Deno.hostname();
@@ -142,18 +140,6 @@ function requireStore(opts: KubeOpts & { secretsDir?: string }, parent?: Command
   return new FileSecretStore(dir);
 }
 
-function modeOf(opts: { insecure?: boolean; tlsMode: SecurityMode }): SecurityMode {
-  if (opts.insecure && opts.tlsMode !== "mtls" && opts.tlsMode !== "insecure") {
-    throw new InvalidInputError("--insecure contradicts --tls-mode " + opts.tlsMode);
-  }
-  return opts.insecure ? "insecure" : opts.tlsMode;
-}
-
-async function checkDir(path: string, flag: string): Promise<void> {
-  const st = await Deno.stat(path).catch(() => undefined);
-  if (!st?.isDirectory) throw new InvalidInputError(`${flag}: ${path} is not a directory`);
-}
-
 /** `--kube`, `--kubeconfig`, `--context`, `--namespace` (server and its subcommands). */
 function addKubeOptions(cmd: Command): Command {
   return cmd
@@ -163,13 +149,8 @@ function addKubeOptions(cmd: Command): Command {
         "Kubernetes backends: relay secrets in --namespace, declared config from the meshrelay.io CRDs",
       ).env("MESHRELAY_KUBE"),
     )
-    .addOption(
-      new Option(
-        "--kubeconfig <file>",
-        "with --kube: kubeconfig (default $KUBECONFIG, ~/.kube/config, else the pod's service account)",
-      ),
-    )
-    .addOption(new Option("--context <name>", "with --kube: kubeconfig context (default its current one)"))
+    .addOption(kubeconfigOptions()[0])
+    .addOption(kubeconfigOptions()[1])
     .addOption(
       new Option(
         "--namespace <ns>",
@@ -248,17 +229,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       )
         .env("MESHRELAY_CONFIG_DIR"),
     )
-    .addOption(
-      new Option("--tls-mode <mode>", "security mode").choices(["mtls", "tls", "insecure"]).env(
-        "MESHRELAY_TLS_MODE",
-      )
-        .default("mtls"),
-    )
-    .addOption(
-      new Option("--insecure", "same as --tls-mode insecure (plaintext; demos only)").env(
-        "MESHRELAY_INSECURE",
-      ),
-    )
+    .addOption(securityModeOptions()[0])
+    .addOption(securityModeOptions()[1])
     .option("--disable-ca", "mTLS without a signing CA: agents bring their own client certificates")
     .option("--disable-ca-generation", "never create CA or server certificates; they must exist")
     .option("--disable-token-generation", "never create the shared identity token")
@@ -353,20 +325,11 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         .argParser(parseDuration).default(30_000, "30s"),
     )
     .option("--no-warmup", "serve desired state at once after a start")
-    .addOption(
-      new Option("--log-level <level>", "debug, info, warn or error").env("MESHRELAY_LOG_LEVEL").default(
-        "info",
-      ),
-    )
+    .addOption(logLevelOption())
     .addHelpText("after", HELP_AFTER)
     .action(async (opts) => {
-      const mode = modeOf(opts);
-      let level;
-      try {
-        level = parseLogLevel(opts.logLevel);
-      } catch (e) {
-        throw new InvalidInputError(`--log-level: ${(e as Error).message}`);
-      }
+      const mode = securityModeOf(opts);
+      const level = logLevelOf(opts.logLevel);
       const kube = kubeTarget(opts);
       if (kube && (opts.secretsDir || opts.configDir)) {
         throw new InvalidInputError("--kube excludes --secrets-dir and --config-dir");

@@ -1,0 +1,82 @@
+/**
+ * CLI pieces the long-running modes (`server`, `agent`) share: the security-mode and log-level flags and
+ * their checks, the kubeconfig flags, stdout/stderr writers and the stop signal. This is the CLI layer,
+ * like cli_flags.ts: it touches Deno's process APIs, which the libraries never do.
+ * @module
+ */
+import { Option } from "commander";
+import { InvalidInputError } from "./errors.ts";
+import { type LogLevel, parseLogLevel } from "./log.ts";
+import type { SecurityMode } from "./relay/mod.ts";
+
+const enc = new TextEncoder();
+
+/** Writes all of `text` (a single writeSync may be short). */
+export function writeAllSync(f: { writeSync(p: Uint8Array): number }, text: string): void {
+  const b = enc.encode(text);
+  let off = 0;
+  while (off < b.length) off += f.writeSync(b.subarray(off));
+}
+
+/** Resolves with the signal's name on the first SIGINT or SIGTERM. */
+export function stopSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (sig: Deno.Signal) => () => resolve(sig);
+    Deno.addSignalListener("SIGINT", on("SIGINT"));
+    Deno.addSignalListener("SIGTERM", on("SIGTERM"));
+  });
+}
+
+/** Refuses `path` unless it is an existing directory, naming the flag that gave it. */
+export async function checkDir(path: string, flag: string): Promise<void> {
+  const st = await Deno.stat(path).catch(() => undefined);
+  if (!st?.isDirectory) throw new InvalidInputError(`${flag}: ${path} is not a directory`);
+}
+
+/** `--tls-mode` and `--insecure` (read together with {@linkcode securityModeOf}). */
+export function securityModeOptions(): Option[] {
+  return [
+    new Option("--tls-mode <mode>", "security mode").choices(["mtls", "tls", "insecure"]).env(
+      "MESHRELAY_TLS_MODE",
+    )
+      .default("mtls"),
+    new Option("--insecure", "same as --tls-mode insecure (plaintext; demos only)").env(
+      "MESHRELAY_INSECURE",
+    ),
+  ];
+}
+
+/** The security mode `--tls-mode` and `--insecure` ask for; refuses the two contradicting each other. */
+export function securityModeOf(opts: { insecure?: boolean; tlsMode: SecurityMode }): SecurityMode {
+  if (opts.insecure && opts.tlsMode !== "mtls" && opts.tlsMode !== "insecure") {
+    throw new InvalidInputError(`--insecure contradicts --tls-mode ${opts.tlsMode}`);
+  }
+  return opts.insecure ? "insecure" : opts.tlsMode;
+}
+
+/** `--log-level` (read with {@linkcode logLevelOf}). */
+export function logLevelOption(): Option {
+  return new Option("--log-level <level>", "debug, info, warn or error").env("MESHRELAY_LOG_LEVEL").default(
+    "info",
+  );
+}
+
+/** The level `--log-level` names, as an InvalidInputError naming the flag when it names none. */
+export function logLevelOf(v: string): LogLevel {
+  try {
+    return parseLogLevel(v);
+  } catch (e) {
+    throw new InvalidInputError(`--log-level: ${(e as Error).message}`);
+  }
+}
+
+/** `--kubeconfig` and `--context` (each mode words its own `--kube` and `--namespace`). */
+export function kubeconfigOptions(): Option[] {
+  return [
+    new Option(
+      "--kubeconfig <file>",
+      "with --kube: kubeconfig (default $KUBECONFIG, ~/.kube/config, else the pod's service account)",
+    ),
+    new Option("--context <name>", "with --kube: kubeconfig context (default its current one)"),
+  ];
+}
