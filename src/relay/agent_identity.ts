@@ -17,6 +17,7 @@
  * @module
  */
 import type { Clock } from "../clock.ts";
+import { WakeableSleep } from "./wakeable_sleep.ts";
 import {
   AuthenticationError,
   InvalidInputError,
@@ -126,7 +127,7 @@ export class AgentIdentity {
   #status: IdentityStatus = { state: "starting" };
   #listeners = new Set<(c: ClientCredentials) => void>();
   #backoff: Backoff;
-  #wake?: () => void;
+  #sleep = new WakeableSleep();
   #m?: {
     expiry: ReturnType<MetricsRegistry["gauge"]>;
     renewals: ReturnType<MetricsRegistry["counter"]>;
@@ -171,7 +172,7 @@ export class AgentIdentity {
 
   /** Wakes the loop now (e.g. to re-check the secret). */
   poke(): void {
-    this.#wake?.();
+    this.#sleep.wake();
   }
 
   /**
@@ -182,7 +183,7 @@ export class AgentIdentity {
   markRefused(reason: string): void {
     if (!this.#current) return;
     this.#refused = reason;
-    this.#wake?.();
+    this.#sleep.wake();
   }
 
   #setStatus(s: IdentityStatus): void {
@@ -390,18 +391,7 @@ export class AgentIdentity {
         });
       }
       if (signal.aborted) return;
-      const ac = new AbortController();
-      const onAbort = () => ac.abort();
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.#wake = () => ac.abort();
-      try {
-        await this.#o.clock.sleep(Math.max(0, Math.min(waitMs, pollMs)), ac.signal);
-      } catch {
-        // woken early (poke) or stopping
-      } finally {
-        this.#wake = undefined;
-        signal.removeEventListener("abort", onAbort);
-      }
+      await this.#sleep.sleep(this.#o.clock, Math.max(0, Math.min(waitMs, pollMs)), signal);
     }
   }
 

@@ -15,6 +15,7 @@
  * @module
  */
 import type { Clock } from "../clock.ts";
+import { WakeableSleep } from "./wakeable_sleep.ts";
 import { InvalidInputError, MeshrelayError, PreconditionError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -104,7 +105,7 @@ export class MeshCaAgent {
   #status: MeshCaStatus = { state: "starting" };
   #renewAt?: { serial: string; at: Date };
   #backoff: Backoff;
-  #wake?: () => void;
+  #sleep = new WakeableSleep();
   #m?: {
     expiry: ReturnType<MetricsRegistry["gauge"]>;
     issued: ReturnType<MetricsRegistry["counter"]>;
@@ -141,7 +142,7 @@ export class MeshCaAgent {
 
   /** Wakes the loop now (new client credentials, tests). */
   poke(): void {
-    this.#wake?.();
+    this.#sleep.wake();
   }
 
   #setStatus(s: MeshCaStatus): void {
@@ -309,18 +310,7 @@ export class MeshCaAgent {
         }
       }
       if (signal.aborted) return;
-      const ac = new AbortController();
-      const onAbort = () => ac.abort();
-      signal.addEventListener("abort", onAbort, { once: true });
-      this.#wake = () => ac.abort();
-      try {
-        await this.#o.clock.sleep(Math.max(0, Math.min(waitMs, pollMs)), ac.signal);
-      } catch {
-        // woken early (poke) or stopping
-      } finally {
-        this.#wake = undefined;
-        signal.removeEventListener("abort", onAbort);
-      }
+      await this.#sleep.sleep(this.#o.clock, Math.max(0, Math.min(waitMs, pollMs)), signal);
     }
   }
 }
