@@ -275,3 +275,67 @@ export async function metricValue(
   }
   return sum;
 }
+
+/** A test's {@linkcode workspace} plus starters whose processes {@linkcode withRelay} always kills. */
+export interface RelayRun {
+  /** The workspace folder. */
+  readonly dir: string;
+  /** The editable copy of examples/config in it. */
+  readonly config: string;
+  /** {@linkcode startServer}, killed when the test ends. */
+  server(
+    args: string[],
+    name?: string,
+    env?: Record<string, string>,
+  ): Promise<{ proc: Proc; port: number; metricsPort?: number }>;
+  /** {@linkcode startAgent}, killed when the test ends. */
+  agent(args: string[], name?: string, env?: Record<string, string>): Proc;
+}
+
+/**
+ * Runs `body` in a fresh workspace; afterwards, pass or fail, kills every process it started through the
+ * run and removes the workspace.
+ */
+export async function withRelay(prefix: string, body: (run: RelayRun) => Promise<void>): Promise<void> {
+  const ws = await workspace(prefix);
+  const procs: Proc[] = [];
+  try {
+    await body({
+      dir: ws.dir,
+      config: ws.config,
+      server: async (args, name, env) => {
+        const s = await startServer(args, name, env);
+        procs.push(s.proc);
+        return s;
+      },
+      agent: (args, name, env) => {
+        const a = startAgent(args, name, env);
+        procs.push(a);
+        return a;
+      },
+    });
+  } finally {
+    await killAll(...procs);
+    await ws.cleanup();
+  }
+}
+
+/**
+ * The server flags of a local test run: declared config from `config`, any free port, no warm-up, and
+ * /metrics on any free port or (default) none.
+ */
+export function localServerArgs(config: string, opts: { metrics?: boolean } = {}): string[] {
+  return [
+    "--config-dir",
+    config,
+    "--port",
+    "0",
+    ...(opts.metrics ? ["--metrics-port", "0"] : ["--no-metrics"]),
+    "--no-warmup",
+  ];
+}
+
+/** The shared bootstrap token in a secret store folder (a server's `--secrets-dir`, `certs init --out`). */
+export async function readToken(storeDir: string): Promise<string> {
+  return (await Deno.readTextFile(`${storeDir}/relay-identity-token-secret/token`)).trim();
+}

@@ -7,16 +7,14 @@ import { assert, assertEquals } from "../src/testing/assert.ts";
 import {
   appliedFiles,
   EXAMPLES,
-  killAll,
+  localServerArgs,
   metricValue,
-  type Proc,
   rawSyncFirstMessage,
+  readToken,
   runCli,
   sleep,
-  startAgent,
-  startServer,
   waitFor,
-  workspace,
+  withRelay,
 } from "./relay_e2e_harness.ts";
 
 const UNAUTHENTICATED = 16;
@@ -49,13 +47,7 @@ function serverArgs(ws: string, config: string, extra: string[] = []): string[] 
   return [
     "--secrets-dir",
     `${ws}/server`,
-    "--config-dir",
-    config,
-    "--port",
-    "0",
-    "--metrics-port",
-    "0",
-    "--no-warmup",
+    ...localServerArgs(config, { metrics: true }),
     ...extra,
   ];
 }
@@ -64,11 +56,8 @@ const isError = (needle: string) => (l: { level: string; msg: string }) =>
   l.level === "error" && l.msg.includes(needle);
 
 Deno.test("per-cluster bootstrap token: bound to its cluster, single use", async () => {
-  const ws = await workspace("token");
-  const procs: Proc[] = [];
-  try {
-    const s = await startServer(serverArgs(ws.dir, ws.config, ["--disable-token-generation"]));
-    procs.push(s.proc);
+  await withRelay("token", async (ws) => {
+    const s = await ws.server(serverArgs(ws.dir, ws.config, ["--disable-token-generation"]));
     const created = await runCli("server", [
       "token",
       "create",
@@ -84,26 +73,23 @@ Deno.test("per-cluster bootstrap token: bound to its cluster, single use", async
     assert(token.startsWith("mrbt."), token);
 
     // Another cluster cannot use it.
-    const thief = startAgent(agentArgs(ws.dir, "cluster-2", s.port, `${ws.dir}/a2`), "cluster-2", {
+    const thief = ws.agent(agentArgs(ws.dir, "cluster-2", s.port, `${ws.dir}/a2`), "cluster-2", {
       MESHRELAY_TOKEN: token,
     });
-    procs.push(thief);
     await thief.waitForLine(isError("bound to another cluster"), "token bound to another cluster");
 
-    const first = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "first", {
+    const first = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "first", {
       MESHRELAY_TOKEN: token,
     });
-    procs.push(first);
     await first.waitForLine((l) => l.msg === "bootstrapped: client certificate issued", "bootstrapped");
     await waitFor(
       "cluster-1 applied",
       async () => (await appliedFiles(`${ws.dir}/apply-cluster-1-a1`)).length >= 3,
     );
 
-    const second = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/b1`), "second", {
+    const second = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/b1`), "second", {
       MESHRELAY_TOKEN: token,
     });
-    procs.push(second);
     await second.waitForLine(isError("was already used"), "token already used");
     assert(
       await metricValue(s.metricsPort!, "meshrelay_bootstrap_failures_total", {
@@ -118,17 +104,12 @@ Deno.test("per-cluster bootstrap token: bound to its cluster, single use", async
     const list = await runCli("server", ["token", "list", "--secrets-dir", `${ws.dir}/server`]);
     assert(list.stdout.includes("cluster-1") && list.stdout.includes("used "), list.stdout);
     assert(!list.stdout.includes(token.split(".")[2]), "token list never shows the token");
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("wrong token: refused, counted, then rate limited per peer address", async () => {
-  const ws = await workspace("wrong-token");
-  const procs: Proc[] = [];
-  try {
-    const s = await startServer(
+  await withRelay("wrong-token", async (ws) => {
+    const s = await ws.server(
       serverArgs(ws.dir, ws.config, [
         "--bootstrap-failure-burst",
         "2",
@@ -136,11 +117,9 @@ Deno.test("wrong token: refused, counted, then rate limited per peer address", a
         "1",
       ]),
     );
-    procs.push(s.proc);
-    const agent = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "agent", {
+    const agent = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "agent", {
       MESHRELAY_TOKEN: "not-the-token",
     });
-    procs.push(agent);
     await agent.waitForLine(isError("invalid bootstrap token"), "invalid token");
     await agent.waitForLine(isError("too many failed attempts"), "rate limited", 30_000);
     assert(
@@ -155,23 +134,16 @@ Deno.test("wrong token: refused, counted, then rate limited per peer address", a
     );
     assert(!agent.raw.some((l) => l.includes("not-the-token")), "the token is never logged");
     assert(!s.proc.raw.some((l) => l.includes("not-the-token")), "the token is never logged");
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("the cluster identity is the certificate's SAN: cluster-2's certificate only ever reads cluster-2", async () => {
-  const ws = await workspace("other-cluster");
-  const procs: Proc[] = [];
-  try {
-    const s = await startServer(serverArgs(ws.dir, ws.config));
-    procs.push(s.proc);
-    const token = (await Deno.readTextFile(`${ws.dir}/server/relay-identity-token-secret/token`)).trim();
-    const a2 = startAgent(agentArgs(ws.dir, "cluster-2", s.port, `${ws.dir}/a2`), "cluster-2", {
+  await withRelay("other-cluster", async (ws) => {
+    const s = await ws.server(serverArgs(ws.dir, ws.config));
+    const token = await readToken(`${ws.dir}/server`);
+    const a2 = ws.agent(agentArgs(ws.dir, "cluster-2", s.port, `${ws.dir}/a2`), "cluster-2", {
       MESHRELAY_TOKEN: token,
     });
-    procs.push(a2);
     await a2.waitForLine((l) => l.msg === "in sync with the server", "cluster-2 in sync");
     const files2 = await appliedFiles(`${ws.dir}/apply-cluster-2-a2`);
     assert(
@@ -203,31 +175,23 @@ Deno.test("the cluster identity is the certificate's SAN: cluster-2's certificat
     // An agent for cluster-1 handed cluster-2's secret does not use it (and has no token to get its own).
     await Deno.mkdir(`${ws.dir}/a1`);
     await Deno.rename(`${ws.dir}/a2/relay-client-tls-secret`, `${ws.dir}/a1/relay-client-tls-secret`);
-    const a1 = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "cluster-1");
-    procs.push(a1);
+    const a1 = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "cluster-1");
     await a1.waitForLine(
       (l) => l.level === "error" && String(l.error ?? "").includes("not for cluster"),
       "foreign cert refused",
     );
     await a1.waitForLine(isError("no bootstrap token"), "waiting for credentials");
     assertEquals(await appliedFiles(`${ws.dir}/apply-cluster-1-a1`), []);
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("expired certificate: refused by the server; the agent says so without a token and recovers with one", async () => {
-  const ws = await workspace("expired");
-  const procs: Proc[] = [];
-  try {
-    const s = await startServer(serverArgs(ws.dir, ws.config, ["--client-cert-ttl", "4s"]));
-    procs.push(s.proc);
-    const token = (await Deno.readTextFile(`${ws.dir}/server/relay-identity-token-secret/token`)).trim();
-    const first = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "first", {
+  await withRelay("expired", async (ws) => {
+    const s = await ws.server(serverArgs(ws.dir, ws.config, ["--client-cert-ttl", "4s"]));
+    const token = await readToken(`${ws.dir}/server`);
+    const first = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "first", {
       MESHRELAY_TOKEN: token,
     });
-    procs.push(first);
     await first.waitForLine((l) => l.msg === "bootstrapped: client certificate issued", "bootstrapped");
     await first.kill9(); // offline before it could renew
     const certPem = await Deno.readTextFile(`${ws.dir}/a1/relay-client-tls-secret/tls.crt`);
@@ -237,37 +201,28 @@ Deno.test("expired certificate: refused by the server; the agent says so without
     const r = await rawSyncFirstMessage({ port: s.port, rootPem, client: { certPem, keyPem } });
     assertEquals(r.code, UNAUTHENTICATED, JSON.stringify(r));
 
-    const noToken = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "no-token");
-    procs.push(noToken);
+    const noToken = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "no-token");
     await noToken.waitForLine(isError("expired"), "expired and no token");
     await noToken.kill9();
 
-    const withToken = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "with-token", {
+    const withToken = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "with-token", {
       MESHRELAY_TOKEN: token,
     });
-    procs.push(withToken);
     await withToken.waitForLine(
       (l) => l.msg === "client certificate expired; bootstrapping again",
       "re-bootstrap",
     );
     await withToken.waitForLine((l) => l.msg === "in sync with the server", "in sync again");
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("rotation with a short client certificate lifetime: renewed over mTLS, reconnected, still in sync", async () => {
-  const ws = await workspace("rotation");
-  const procs: Proc[] = [];
-  try {
-    const s = await startServer(serverArgs(ws.dir, ws.config, ["--client-cert-ttl", "5s"]));
-    procs.push(s.proc);
-    const token = (await Deno.readTextFile(`${ws.dir}/server/relay-identity-token-secret/token`)).trim();
-    const agent = startAgent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "agent", {
+  await withRelay("rotation", async (ws) => {
+    const s = await ws.server(serverArgs(ws.dir, ws.config, ["--client-cert-ttl", "5s"]));
+    const token = await readToken(`${ws.dir}/server`);
+    const agent = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "agent", {
       MESHRELAY_TOKEN: token,
     });
-    procs.push(agent);
     await agent.waitForLine((l) => l.msg === "bootstrapped: client certificate issued", "bootstrapped");
     await waitFor(
       "two renewals",
@@ -298,8 +253,5 @@ Deno.test("rotation with a short client certificate lifetime: renewed over mTLS,
       "server saw the newest certificate",
       () => s.proc.lines.some((l) => l.msg === "issued client certificate" && l.serial === last),
     );
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });

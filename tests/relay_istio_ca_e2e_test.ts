@@ -7,13 +7,11 @@
 import { assert, assertEquals } from "../src/testing/assert.ts";
 import {
   EXAMPLES,
-  killAll,
+  localServerArgs,
   metricValue,
-  type Proc,
-  startAgent,
-  startServer,
+  readToken,
   waitFor,
-  workspace,
+  withRelay,
 } from "./relay_e2e_harness.ts";
 
 const dec = new TextDecoder();
@@ -26,9 +24,7 @@ async function openssl(args: string[]): Promise<{ code: number; out: string }> {
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 
 Deno.test("Istio cacerts through the relay into a folder, signed by the RootTrustPolicy's own root", async (t) => {
-  const ws = await workspace("istio-ca");
-  const procs: Proc[] = [];
-  try {
+  await withRelay("istio-ca", async (ws) => {
     // The user's own Istio root, made with openssl (the seeds' root-ca.conf essentials).
     const own = `${ws.dir}/server/my-istio-root`;
     await Deno.mkdir(own, { recursive: true });
@@ -70,21 +66,14 @@ Deno.test("Istio cacerts through the relay into a folder, signed by the RootTrus
       ].join("\n"),
     );
 
-    const s = await startServer([
+    const s = await ws.server([
       "--secrets-dir",
       `${ws.dir}/server`,
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--metrics-port",
-      "0",
-      "--no-warmup",
+      ...localServerArgs(ws.config, { metrics: true }),
     ]);
-    procs.push(s.proc);
-    const token = (await Deno.readTextFile(`${ws.dir}/server/relay-identity-token-secret/token`)).trim();
+    const token = await readToken(`${ws.dir}/server`);
     const agent = (cluster: string) =>
-      startAgent(
+      ws.agent(
         [
           "--cluster",
           cluster,
@@ -109,8 +98,7 @@ Deno.test("Istio cacerts through the relay into a folder, signed by the RootTrus
     await t.step(
       "cluster-1: cacerts written as files, verified by openssl against the own root",
       async () => {
-        const a1 = agent("cluster-1");
-        procs.push(a1);
+        agent("cluster-1");
         const dir = `${ws.dir}/istio-cluster-1/cacerts`;
         await waitFor("cacerts files", () => exists(`${dir}/cert-chain.pem`), 60_000);
         const files = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
@@ -157,7 +145,6 @@ Deno.test("Istio cacerts through the relay into a folder, signed by the RootTrus
 
     await t.step("cluster-2, which no policy serves: no cacerts, the agent says why", async () => {
       const a2 = agent("cluster-2");
-      procs.push(a2);
       await a2.waitForLine(
         (l) => typeof l.msg === "string" && /no RootTrustPolicy serves cluster "cluster-2"/.test(l.msg),
         "no policy for cluster-2",
@@ -165,8 +152,5 @@ Deno.test("Istio cacerts through the relay into a folder, signed by the RootTrus
       );
       assert(!(await exists(`${ws.dir}/istio-cluster-2/cacerts`)), "nothing written");
     });
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });

@@ -6,14 +6,12 @@ import { assert, assertEquals } from "../src/testing/assert.ts";
 import {
   appliedFiles,
   EXAMPLES,
-  killAll,
+  localServerArgs,
   metricValue,
-  type Proc,
+  readToken,
   runCli,
-  startAgent,
-  startServer,
   waitFor,
-  workspace,
+  withRelay,
 } from "./relay_e2e_harness.ts";
 
 /** What cluster-1 must end up with from examples/config (prod-baseline + eu-settings). */
@@ -40,48 +38,31 @@ const agentCommon = (ws: string) => [
 ];
 
 Deno.test("insecure mode: plaintext, loud warnings on both sides, config applied", async () => {
-  const ws = await workspace("insecure");
-  let server: Proc | undefined, agent: Proc | undefined;
-  try {
-    const s = await startServer([
+  await withRelay("insecure", async (ws) => {
+    const s = await ws.server([
       "--insecure",
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--no-metrics",
-      "--no-warmup",
+      ...localServerArgs(ws.config),
     ]);
-    server = s.proc;
+    const server = s.proc;
     assert(server.lines.some((l) => l.level === "warn" && l.msg.startsWith("INSECURE MODE")));
-    agent = startAgent(["--insecure", "--server-address", `127.0.0.1:${s.port}`, ...agentCommon(ws.dir)]);
+    const agent = ws.agent(["--insecure", "--server-address", `127.0.0.1:${s.port}`, ...agentCommon(ws.dir)]);
     await converged(`${ws.dir}/apply-1`);
     assert(agent.lines.some((l) => l.level === "warn" && l.msg.startsWith("INSECURE MODE")));
-  } finally {
-    await killAll(server, agent);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("simple TLS with a generated server certificate and the shared token", async () => {
-  const ws = await workspace("tls");
-  let server: Proc | undefined, agent: Proc | undefined;
-  try {
-    const s = await startServer([
+  await withRelay("tls", async (ws) => {
+    const s = await ws.server([
       "--tls-mode",
       "tls",
       "--secrets-dir",
       `${ws.dir}/server`,
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--no-metrics",
-      "--no-warmup",
+      ...localServerArgs(ws.config),
     ]);
-    server = s.proc;
+    const server = s.proc;
     assert(server.lines.some((l) => l.level === "warn" && l.msg.includes("any holder of the token")));
-    agent = startAgent([
+    ws.agent([
       "--tls-mode",
       "tls",
       "--server-address",
@@ -98,16 +79,11 @@ Deno.test("simple TLS with a generated server certificate and the shared token",
       await Deno.stat(`${ws.dir}/server/relay-tls-signing-secret`).then(() => true, () => false),
       false,
     );
-  } finally {
-    await killAll(server, agent);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("simple TLS with a bring-your-own server certificate (certs init output, custom secret name, --authority)", async () => {
-  const ws = await workspace("tls-byo");
-  let server: Proc | undefined, agent: Proc | undefined;
-  try {
+  await withRelay("tls-byo", async (ws) => {
     const pki = `${ws.dir}/pki`;
     const init = await runCli("certs", ["init", "--out", pki, "--server-dns", "relay.example.test"]);
     assertEquals(init.code, 0, init.stderr);
@@ -125,7 +101,7 @@ Deno.test("simple TLS with a bring-your-own server certificate (certs init outpu
     ]);
     assertEquals(custom.code, 0, custom.stderr);
     await Deno.remove(`${pki}/relay-server-tls-secret`, { recursive: true });
-    const s = await startServer([
+    const s = await ws.server([
       "--tls-mode",
       "tls",
       "--secrets-dir",
@@ -134,16 +110,11 @@ Deno.test("simple TLS with a bring-your-own server certificate (certs init outpu
       "relay-server-tls-secret-custom",
       "--disable-ca-generation",
       "--disable-token-generation",
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--no-metrics",
-      "--no-warmup",
+      ...localServerArgs(ws.config),
     ]);
-    server = s.proc;
+    const server = s.proc;
     assert(!server.lines.some((l) => l.msg === "created secret"), "nothing generated");
-    agent = startAgent(
+    ws.agent(
       [
         "--tls-mode",
         "tls",
@@ -156,32 +127,20 @@ Deno.test("simple TLS with a bring-your-own server certificate (certs init outpu
         ...agentCommon(ws.dir),
       ],
       "agent",
-      { MESHRELAY_TOKEN: (await Deno.readTextFile(`${pki}/relay-identity-token-secret/token`)).trim() },
+      { MESHRELAY_TOKEN: await readToken(pki) },
     );
     await converged(`${ws.dir}/apply-1`);
-  } finally {
-    await killAll(server, agent);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("mTLS with generated CAs: bootstrap with the token, then mTLS; cluster cert chains to the root", async () => {
-  const ws = await workspace("mtls");
-  let server: Proc | undefined, agent: Proc | undefined;
-  try {
-    const s = await startServer([
+  await withRelay("mtls", async (ws) => {
+    const s = await ws.server([
       "--secrets-dir",
       `${ws.dir}/server`,
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--metrics-port",
-      "0",
-      "--no-warmup",
+      ...localServerArgs(ws.config, { metrics: true }),
     ]);
-    server = s.proc;
-    agent = startAgent([
+    const agent = ws.agent([
       "--server-address",
       `127.0.0.1:${s.port}`,
       "--secrets-dir",
@@ -216,16 +175,11 @@ Deno.test("mTLS with generated CAs: bootstrap with the token, then mTLS; cluster
         300 * 86400,
     );
     assertEquals(await metricValue(s.metricsPort!, "relay_push_clients_connected"), 1);
-  } finally {
-    await killAll(server, agent);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("bring-your-own CAs with automatic client certificates (certs init output as the server's store)", async () => {
-  const ws = await workspace("byo-ca");
-  let server: Proc | undefined, agent: Proc | undefined;
-  try {
+  await withRelay("byo-ca", async (ws) => {
     const pki = `${ws.dir}/pki`;
     const init = await runCli("certs", [
       "init",
@@ -237,21 +191,16 @@ Deno.test("bring-your-own CAs with automatic client certificates (certs init out
       "127.0.0.1",
     ]);
     assertEquals(init.code, 0, init.stderr);
-    const s = await startServer([
+    const s = await ws.server([
       "--secrets-dir",
       pki,
       "--disable-ca-generation",
       "--disable-token-generation",
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--no-metrics",
-      "--no-warmup",
+      ...localServerArgs(ws.config),
     ]);
-    server = s.proc;
+    const server = s.proc;
     assert(!server.lines.some((l) => l.msg === "created secret"), "the server used the given PKI as is");
-    agent = startAgent([
+    const agent = ws.agent([
       "--server-address",
       `localhost:${s.port}`,
       "--secrets-dir",
@@ -269,16 +218,11 @@ Deno.test("bring-your-own CAs with automatic client certificates (certs init out
       stdout: "piped",
     }).output();
     assert(new TextDecoder().decode(issuer.stdout).includes("meshrelay relay signing CA"));
-  } finally {
-    await killAll(server, agent);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("bring-your-own CAs and client certificates, no token anywhere", async () => {
-  const ws = await workspace("byo-client");
-  let server: Proc | undefined, agent: Proc | undefined;
-  try {
+  await withRelay("byo-client", async (ws) => {
     const pki = `${ws.dir}/pki`;
     assertEquals((await runCli("certs", ["init", "--out", pki, "--server-dns", "localhost"])).code, 0);
     const client = await runCli("certs", [
@@ -293,21 +237,15 @@ Deno.test("bring-your-own CAs and client certificates, no token anywhere", async
     assertEquals(client.code, 0, client.stderr);
     // No token on either side, and the server does not sign (--disable-ca).
     await Deno.remove(`${pki}/relay-identity-token-secret`, { recursive: true });
-    const s = await startServer([
+    const s = await ws.server([
       "--secrets-dir",
       pki,
       "--disable-ca",
       "--disable-ca-generation",
       "--disable-token-generation",
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--no-metrics",
-      "--no-warmup",
+      ...localServerArgs(ws.config),
     ]);
-    server = s.proc;
-    agent = startAgent([
+    const agent = ws.agent([
       "--server-address",
       `localhost:${s.port}`,
       "--secrets-dir",
@@ -316,8 +254,5 @@ Deno.test("bring-your-own CAs and client certificates, no token anywhere", async
     ]);
     await converged(`${ws.dir}/apply-1`);
     assert(!agent.lines.some((l) => String(l.msg).includes("bootstrap")), "never bootstrapped");
-  } finally {
-    await killAll(server, agent);
-    await ws.cleanup();
-  }
+  });
 });

@@ -8,15 +8,12 @@ import {
   appliedFiles,
   EXAMPLES,
   freePort,
-  killAll,
-  type Proc,
+  localServerArgs,
   rawSyncFirstMessage,
   runCli,
   sleep,
-  startAgent,
-  startServer,
   waitFor,
-  workspace,
+  withRelay,
 } from "./relay_e2e_harness.ts";
 
 const PERMISSION_DENIED = 7;
@@ -63,27 +60,18 @@ async function serialOf(pem: string): Promise<string> {
 }
 
 Deno.test("revocation: deregistering a cluster cuts its stream at once and its certificate stays refused", async () => {
-  const ws = await workspace("deregister");
-  const procs: Proc[] = [];
-  try {
-    const s = await startServer([
+  await withRelay("deregister", async (ws) => {
+    const s = await ws.server([
       "--secrets-dir",
       `${ws.dir}/server`,
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--no-metrics",
-      "--no-warmup",
+      ...localServerArgs(ws.config),
       "--tls-reload-interval",
       "500ms",
       "--bootstrap-failure-burst",
       "1000",
     ]);
-    procs.push(s.proc);
     const rootPem = await Deno.readTextFile(`${ws.dir}/server/relay-root-tls-secret/ca.crt`);
-    const a1 = startAgent(agentArgs(ws.dir, "cluster-1", s.port), "cluster-1");
-    procs.push(a1);
+    const a1 = ws.agent(agentArgs(ws.dir, "cluster-1", s.port), "cluster-1");
     await a1.waitForLine((l) => l.msg === "in sync with the server", "in sync");
     const oldCert = await clientPem(ws.dir, "cluster-1");
 
@@ -122,32 +110,20 @@ Deno.test("revocation: deregistering a cluster cuts its stream at once and its c
     );
     const fresh = await clientPem(ws.dir, "cluster-1");
     assertEquals((await rawSyncFirstMessage({ port: s.port, rootPem, client: fresh })).welcome, "cluster-1");
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("revocation: `meshrelay server revoke --serial` cuts the live stream and refuses that certificate", async () => {
-  const ws = await workspace("revoke-serial");
-  const procs: Proc[] = [];
-  try {
-    const s = await startServer([
+  await withRelay("revoke-serial", async (ws) => {
+    const s = await ws.server([
       "--secrets-dir",
       `${ws.dir}/server`,
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--no-metrics",
-      "--no-warmup",
+      ...localServerArgs(ws.config),
       "--tls-reload-interval",
       "500ms",
     ]);
-    procs.push(s.proc);
     const rootPem = await Deno.readTextFile(`${ws.dir}/server/relay-root-tls-secret/ca.crt`);
-    const a2 = startAgent(agentArgs(ws.dir, "cluster-2", s.port), "cluster-2");
-    procs.push(a2);
+    const a2 = ws.agent(agentArgs(ws.dir, "cluster-2", s.port), "cluster-2");
     await a2.waitForLine((l) => l.msg === "in sync with the server", "in sync");
     const cert = await clientPem(ws.dir, "cluster-2");
     const serial = await serialOf(cert.certPem);
@@ -179,16 +155,11 @@ Deno.test("revocation: `meshrelay server revoke --serial` cuts the live stream a
       mark,
     );
     await a2.waitForLine((l) => l.msg === "in sync with the server", "in sync again", 30_000, mark);
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("server kill -9 and restart: agents reconnect and converge, config changed meanwhile included", async () => {
-  const ws = await workspace("restart");
-  const procs: Proc[] = [];
-  try {
+  await withRelay("restart", async (ws) => {
     const port = freePort();
     const serverArgs = [
       "--secrets-dir",
@@ -199,11 +170,9 @@ Deno.test("server kill -9 and restart: agents reconnect and converge, config cha
       String(port),
       "--no-metrics",
     ];
-    const s1 = await startServer([...serverArgs, "--no-warmup"], "server-1");
-    procs.push(s1.proc);
-    const a1 = startAgent(agentArgs(ws.dir, "cluster-1", port), "cluster-1");
-    const a2 = startAgent(agentArgs(ws.dir, "cluster-2", port), "cluster-2");
-    procs.push(a1, a2);
+    const s1 = await ws.server([...serverArgs, "--no-warmup"], "server-1");
+    const a1 = ws.agent(agentArgs(ws.dir, "cluster-1", port), "cluster-1");
+    const a2 = ws.agent(agentArgs(ws.dir, "cluster-2", port), "cluster-2");
     await a1.waitForLine((l) => l.msg === "in sync with the server", "cluster-1 in sync");
     await a2.waitForLine((l) => l.msg === "in sync with the server", "cluster-2 in sync");
 
@@ -232,8 +201,7 @@ Deno.test("server kill -9 and restart: agents reconnect and converge, config cha
     );
     await sleep(500);
     // Same port, same secrets, warm-up on (desired state waits for both agents' pushes).
-    const s2 = await startServer(serverArgs, "server-2");
-    procs.push(s2.proc);
+    await ws.server(serverArgs, "server-2");
     for (const c of ["cluster-1", "cluster-2"]) {
       await waitFor(
         `${c} got the new config`,
@@ -250,33 +218,20 @@ Deno.test("server kill -9 and restart: agents reconnect and converge, config cha
     assert(
       (await appliedFiles(`${ws.dir}/apply-cluster-1`)).includes("apps/ConfigMap.v1.region-settings.yaml"),
     );
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("agents killed abruptly many times never crash the server", async () => {
-  const ws = await workspace("churn");
-  const procs: Proc[] = [];
-  try {
-    const s = await startServer([
+  await withRelay("churn", async (ws) => {
+    const s = await ws.server([
       "--secrets-dir",
       `${ws.dir}/server`,
-      "--config-dir",
-      ws.config,
-      "--port",
-      "0",
-      "--metrics-port",
-      "0",
-      "--no-warmup",
+      ...localServerArgs(ws.config, { metrics: true }),
     ]);
-    procs.push(s.proc);
     const rounds = 12;
     for (let i = 0; i < rounds; i++) {
       const cluster = i % 2 === 0 ? "cluster-1" : "cluster-2";
-      const a = startAgent(agentArgs(ws.dir, cluster, s.port), `${cluster}-${i}`);
-      procs.push(a);
+      const a = ws.agent(agentArgs(ws.dir, cluster, s.port), `${cluster}-${i}`);
       // Kill at different moments: while starting, while bootstrapping or syncing, once in sync.
       if (i % 3 === 0) await sleep(200 + i * 20);
       else if (i % 3 === 1) {
@@ -287,16 +242,12 @@ Deno.test("agents killed abruptly many times never crash the server", async () =
     }
     // Still serving: health, and a fresh agent converges.
     assertEquals((await fetch(`http://127.0.0.1:${s.metricsPort}/healthz`)).status, 200);
-    const last = startAgent(agentArgs(ws.dir, "cluster-1", s.port), "final");
-    procs.push(last);
+    const last = ws.agent(agentArgs(ws.dir, "cluster-1", s.port), "final");
     await last.waitForLine((l) => l.msg === "in sync with the server", "final agent in sync");
     assertEquals(s.proc.exited, undefined);
     // And it stops cleanly.
     const st = await s.proc.stop("SIGTERM");
     assertEquals(st.code, 0);
     assert(s.proc.lines.some((l) => l.msg === "relay server stopped"));
-  } finally {
-    await killAll(...procs);
-    await ws.cleanup();
-  }
+  });
 });
