@@ -179,6 +179,8 @@ async function writeAtomic(path: string, text: string): Promise<void> {
 // ------------------------------------------------------------------ one N
 
 interface Options {
+  /** Agents per bootstrap wave (0: all at once). */
+  wave: number;
   /** Extra V8 flags for the meshrelay server process (e.g. a smaller young generation). */
   serverV8Flags?: string;
   /** Extra `deno run` flags for the meshrelay server process (e.g. --cpu-prof-dir=DIR). */
@@ -382,14 +384,23 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
   const result: Json = { serverStartupMs: Math.round(startupMs), rssIdleBytes: rss0 };
   try {
     await Promise.all(gens.map((g) => g.ready()));
-    // --- bootstrap storm
+    // --- bootstrap storm: all at once, or in waves of `--wave` agents (each wave waits for the last)
     const t0 = now();
-    await Promise.all(
-      gens.map((g, i) =>
-        g.req({ cmd: "agents", clusters: groups[i], serverPort: port, rootCaPem: rootPem, token })
-      ),
-    );
-    const synced = await all(gens, { cmd: "waitSynced", timeoutMs: 120_000 + n * 100 });
+    const wave = o.wave > 0 && o.wave < n ? o.wave : n;
+    let synced: Json[] = [];
+    for (let from = 0; from < n; from += wave) {
+      const part = groups.map((g) =>
+        g.filter((_, j) => j * groups.length >= from && j * groups.length < from + wave)
+      );
+      await Promise.all(
+        gens.map((g, i) =>
+          g.req({ cmd: "agents", clusters: part[i], serverPort: port, rootCaPem: rootPem, token })
+        ),
+      );
+      synced = await all(gens, { cmd: "waitSynced", timeoutMs: 120_000 + wave * 100 });
+      if (wave < n) log(`meshrelay: wave up to ${Math.min(n, from + wave)} agents in sync`);
+    }
+    result.bootstrapWave = wave;
     const syncLat = latencies(concat(synced, "times"), t0);
     const bootLat = latencies(concat(synced, "bootstrapped"), t0);
     const connected = await metric(mport, "relay_push_clients_connected");
@@ -618,7 +629,9 @@ export function table(results: Json[]): string {
         "",
       ],
       [
-        "bootstrap storm: all in sync (s)",
+        m.bootstrapWave && m.bootstrapWave < r.agents
+          ? `bootstrap in waves of ${m.bootstrapWave}: all in sync (s)`
+          : "bootstrap storm: all in sync (s)",
         n,
         `${m.allConnectedSeconds}`,
         `${b.handshakeStormSeconds} (handshakes only)`,
@@ -677,6 +690,11 @@ if (import.meta.main) {
     .option("--server-v8-flags <flags>", "V8 flags for the meshrelay server process")
     .option("--server-flags <flags>", "extra deno run flags for the server, space-separated (profiling)")
     .option("--no-storm", "skip the kill -9 reconnect storm")
+    .option(
+      "--wave <n>",
+      "bootstrap in waves of n agents, each after the last is in sync (0: all at once)",
+      "0",
+    )
     .option("--out <file>", "JSON results", "bench/results/latest.json")
     .parse(["deno", "bench", ...Deno.args]);
   const opts = program.opts();
@@ -688,6 +706,7 @@ if (import.meta.main) {
     keep: !!opts.keep,
     serverV8Flags: opts.serverV8Flags,
     noStorm: opts.storm === false,
+    wave: Number(opts.wave),
     serverFlags: opts.serverFlags ? String(opts.serverFlags).split(" ").filter(Boolean) : undefined,
   };
   const started = new Date();
