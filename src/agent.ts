@@ -20,8 +20,8 @@ import {
 import { jsonLogger, type Logger } from "./log.ts";
 import { runProgram } from "./cli_run.ts";
 import {
+  addKubeOptions,
   checkDir,
-  kubeconfigOptions,
   logLevelOf,
   logLevelOption,
   securityModeOf,
@@ -239,7 +239,7 @@ Deployments of --istio-namespace afterwards so istiod loads it.
 certificate must carry it. Reference: docs/relay.md.`;
 
 function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
-  return new Command("meshrelay agent")
+  const cmd = new Command("meshrelay agent")
     .description(
       "Run the workload-cluster relay agent: dials out to the relay server, pushes what it discovers, " +
         "applies its cluster's desired state.",
@@ -296,20 +296,6 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       new Option("--token-secret <name>", "secret with the bootstrap token (key `token`)").env(
         "MESHRELAY_TOKEN_SECRET",
       ).default(IDENTITY_TOKEN_SECRET),
-    )
-    .addOption(
-      new Option(
-        "--kube",
-        "Kubernetes backends: secrets in --namespace, discovery and server-side apply in this cluster",
-      ).env("MESHRELAY_KUBE"),
-    )
-    .addOption(kubeconfigOptions()[0])
-    .addOption(kubeconfigOptions()[1])
-    .addOption(
-      new Option(
-        "--namespace <ns>",
-        "with --kube: the agent's namespace (its secrets, the applied record; default the pod's, else meshrelay)",
-      ).env("MESHRELAY_NAMESPACE"),
     )
     .addOption(
       new Option(
@@ -462,6 +448,11 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       await agent.stop();
       setCode(0);
     });
+  return addKubeOptions(cmd, {
+    kube: "Kubernetes backends: secrets in --namespace, discovery and server-side apply in this cluster",
+    namespace:
+      "with --kube: the agent's namespace (its secrets, the applied record; default the pod's, else meshrelay)",
+  });
 }
 
 /** Runs `meshrelay agent …` with `deps`; returns the exit code. Never throws. */

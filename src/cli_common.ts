@@ -1,10 +1,10 @@
 /**
  * CLI pieces the long-running modes (`server`, `agent`) share: the security-mode and log-level flags and
- * their checks, the kubeconfig flags, stdout/stderr writers and the stop signal. This is the CLI layer,
+ * their checks, the Kubernetes flags, stdout/stderr writers and the stop signal. This is the CLI layer,
  * like cli_flags.ts: it touches Deno's process APIs, which the libraries never do.
  * @module
  */
-import { Option } from "commander";
+import { type Command, Option } from "commander";
 import { InvalidInputError } from "./errors.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
 import type { SecurityMode } from "./relay/mod.ts";
@@ -70,13 +70,19 @@ export function logLevelOf(v: string): LogLevel {
   }
 }
 
-/** `--kubeconfig` and `--context` (each mode words its own `--kube` and `--namespace`). */
-export function kubeconfigOptions(): Option[] {
-  return [
-    new Option(
-      "--kubeconfig <file>",
-      "with --kube: kubeconfig (default $KUBECONFIG, ~/.kube/config, else the pod's service account)",
-    ),
-    new Option("--context <name>", "with --kube: kubeconfig context (default its current one)"),
-  ];
+/**
+ * Adds `--kube`, `--kubeconfig`, `--context` and `--namespace` to `cmd`; `help` words `--kube` and
+ * `--namespace` for the mode (what lives in the namespace differs).
+ */
+export function addKubeOptions(cmd: Command, help: { kube: string; namespace: string }): Command {
+  return cmd
+    .addOption(new Option("--kube", help.kube).env("MESHRELAY_KUBE"))
+    .addOption(
+      new Option(
+        "--kubeconfig <file>",
+        "with --kube: kubeconfig (default $KUBECONFIG, ~/.kube/config, else the pod's service account)",
+      ),
+    )
+    .addOption(new Option("--context <name>", "with --kube: kubeconfig context (default its current one)"))
+    .addOption(new Option("--namespace <ns>", help.namespace).env("MESHRELAY_NAMESPACE"));
 }

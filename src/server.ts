@@ -14,8 +14,8 @@ import { jsonLogger, type Logger } from "./log.ts";
 import { type KubeClient, KubeConfigSource, KubeSecretStore } from "./kube/mod.ts";
 import { runProgram } from "./cli_run.ts";
 import {
+  addKubeOptions,
   checkDir,
-  kubeconfigOptions,
   logLevelOf,
   logLevelOption,
   securityModeOf,
@@ -141,24 +141,11 @@ function requireStore(opts: KubeOpts & { secretsDir?: string }, parent?: Command
 }
 
 /** `--kube`, `--kubeconfig`, `--context`, `--namespace` (server and its subcommands). */
-function addKubeOptions(cmd: Command): Command {
-  return cmd
-    .addOption(
-      new Option(
-        "--kube",
-        "Kubernetes backends: relay secrets in --namespace, declared config from the meshrelay.io CRDs",
-      ).env("MESHRELAY_KUBE"),
-    )
-    .addOption(kubeconfigOptions()[0])
-    .addOption(kubeconfigOptions()[1])
-    .addOption(
-      new Option(
-        "--namespace <ns>",
-        "with --kube: namespace of the relay secrets (default the pod's, else meshrelay)",
-      )
-        .env("MESHRELAY_NAMESPACE"),
-    );
-}
+const addServerKubeOptions = (cmd: Command): Command =>
+  addKubeOptions(cmd, {
+    kube: "Kubernetes backends: relay secrets in --namespace, declared config from the meshrelay.io CRDs",
+    namespace: "with --kube: namespace of the relay secrets (default the pod's, else meshrelay)",
+  });
 
 const secretsDirOption = () =>
   new Option(
@@ -390,13 +377,13 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       setCode(0);
     });
 
-  addKubeOptions(program);
+  addServerKubeOptions(program);
 
   const token = program.command("token").description(
     "Per-cluster bootstrap tokens (bound to one cluster, expiring, single-use) in the server's store " +
       "(--secrets-dir, or --kube --namespace NS).",
   );
-  addKubeOptions(token.command("create"))
+  addServerKubeOptions(token.command("create"))
     .description("Create a token for one cluster and print it (once) on stdout; only its hash is stored.")
     .requiredOption("--cluster <name>", "the cluster the token is bound to (its KubernetesCluster name)")
     .addOption(
@@ -423,7 +410,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       );
       setCode(0);
     });
-  addKubeOptions(token.command("list"))
+  addServerKubeOptions(token.command("list"))
     .description("List per-cluster tokens (ids, clusters, expiry, use; never the tokens).")
     .addOption(secretsDirOption())
     .action(async (opts) => {
@@ -438,7 +425,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       }
       setCode(0);
     });
-  addKubeOptions(token.command("revoke <id>"))
+  addServerKubeOptions(token.command("revoke <id>"))
     .description("Delete a per-cluster token before it is used.")
     .addOption(secretsDirOption())
     .action(async (id: string, opts) => {
@@ -447,7 +434,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       setCode(0);
     });
 
-  addKubeOptions(program.command("revoke"))
+  addServerKubeOptions(program.command("revoke"))
     .description(
       "Revoke a client certificate by serial: the server refuses it from its next revocation re-read " +
         "(--tls-reload-interval). Deregistering a cluster (removing its KubernetesCluster) revokes all of its " +
