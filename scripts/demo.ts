@@ -11,6 +11,7 @@
  * Flags: --keep keeps the temporary folder (secrets, applied files, logs) and prints where it is.
  * @module
  */
+import { collectLines, listFiles, type LogLine } from "./process_output.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const CONFIG = `${REPO}/deno.json`;
@@ -19,10 +20,8 @@ const EXAMPLES = `${REPO}/examples`;
 const CLIENT_CERT_TTL = "12s";
 const STEP_TIMEOUT_MS = 45_000;
 
-type Line = Record<string, unknown> & { msg: string; level: string };
-
 class Proc {
-  readonly lines: Line[] = [];
+  readonly lines: LogLine[] = [];
   readonly raw: string[] = [];
   #child: Deno.ChildProcess;
   exited?: Deno.CommandStatus;
@@ -39,37 +38,19 @@ class Proc {
       stderr: "piped",
       env: { NO_COLOR: "1" },
     }).spawn();
-    const readers = [this.#read(this.#child.stdout), this.#read(this.#child.stderr)];
+    const tee = (chunk: Uint8Array) => this.#log.writeSync(chunk);
+    const readers = [
+      collectLines(this.#child.stdout, this, tee),
+      collectLines(this.#child.stderr, this, tee),
+    ];
     this.#done = Promise.all([this.#child.status.then((s) => this.exited = s), ...readers]);
-  }
-
-  async #read(stream: ReadableStream<Uint8Array>): Promise<void> {
-    const dec = new TextDecoder();
-    let buf = "";
-    try {
-      for await (const chunk of stream) {
-        this.#log.writeSync(chunk);
-        buf += dec.decode(chunk, { stream: true });
-        let i;
-        while ((i = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          this.raw.push(line);
-          if (line.startsWith("{")) {
-            try {
-              this.lines.push(JSON.parse(line));
-            } catch { /* not JSON */ }
-          }
-        }
-      }
-    } catch { /* stopped */ }
   }
 
   get mark(): number {
     return this.lines.length;
   }
 
-  async waitFor(pred: (l: Line) => boolean, what: string, from = 0): Promise<Line> {
+  async waitFor(pred: (l: LogLine) => boolean, what: string, from = 0): Promise<LogLine> {
     const end = Date.now() + STEP_TIMEOUT_MS;
     while (Date.now() < end && !this.exited) {
       const hit = this.lines.slice(from).find(pred);
@@ -104,18 +85,6 @@ class DemoError extends Error {
 
 const out = (s = "") => console.log(s);
 const step = (n: number, title: string) => out(`\n== ${n}. ${title}`);
-
-async function files(dir: string): Promise<string[]> {
-  const acc: string[] = [];
-  const walk = async (d: string, rel: string): Promise<void> => {
-    for await (const e of Deno.readDir(d)) {
-      if (e.isDirectory) await walk(`${d}/${e.name}`, `${rel}${e.name}/`);
-      else if (!e.name.startsWith(".")) acc.push(rel + e.name);
-    }
-  };
-  await walk(dir, "").catch(() => {});
-  return acc.sort();
-}
 
 async function metric(port: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -223,11 +192,11 @@ async function demo(tmp: string, procs: Proc[]): Promise<void> {
   // cluster-1 discovered Service apps/reviews labelled meshrelay.io/export=true: cluster-2 gets a ServiceEntry.
   await waitUntil(
     "the ServiceEntry federated from cluster-1 in cluster-2",
-    async () => (await files(`${tmp}/cluster-2-applied`)).some((f) => f.includes("ServiceEntry")),
+    async () => (await listFiles(`${tmp}/cluster-2-applied`)).some((f) => f.includes("ServiceEntry")),
   );
   for (const a of agents) {
     out(`   ${a.name}-applied/:`);
-    for (const f of await files(`${tmp}/${a.name}-applied`)) out(`     ${f}`);
+    for (const f of await listFiles(`${tmp}/${a.name}-applied`)) out(`     ${f}`);
   }
   out("   (the ServiceEntry in cluster-2 comes from the Service cluster-1 discovered and exported)");
 

@@ -6,13 +6,13 @@
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { RelayClient, type ServerMessage } from "../src/proto/mod.ts";
+import { collectLines, listFiles, type LogLine } from "../scripts/process_output.ts";
 
 export const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 export const EXAMPLES = `${REPO}/examples`;
 const CONFIG = `${REPO}/deno.json`;
 
-/** One JSON log line. */
-export type LogLine = Record<string, unknown> & { msg: string; level: string };
+export type { LogLine };
 
 /** A running meshrelay process. */
 export class Proc {
@@ -27,29 +27,8 @@ export class Proc {
   constructor(name: string, child: Deno.ChildProcess) {
     this.name = name;
     this.#child = child;
-    this.#readers.push(this.#read(child.stderr), this.#read(child.stdout));
+    this.#readers.push(collectLines(child.stderr, this), collectLines(child.stdout, this));
     this.#done = child.status.then((s) => this.exited = s);
-  }
-
-  async #read(stream: ReadableStream<Uint8Array>): Promise<void> {
-    let buf = "";
-    const dec = new TextDecoder();
-    try {
-      for await (const chunk of stream) {
-        buf += dec.decode(chunk, { stream: true });
-        let i;
-        while ((i = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          this.raw.push(line);
-          if (line.startsWith("{")) {
-            try {
-              this.lines.push(JSON.parse(line));
-            } catch { /* not ours */ }
-          }
-        }
-      }
-    } catch { /* killed */ }
   }
 
   get pid(): number {
@@ -169,17 +148,7 @@ export function freePort(): number {
 }
 
 /** The files an applier wrote (relative paths, sorted; its state file left out). */
-export async function appliedFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string, rel: string): Promise<void> => {
-    for await (const e of Deno.readDir(d)) {
-      if (e.isDirectory) await walk(`${d}/${e.name}`, `${rel}${e.name}/`);
-      else if (!e.name.startsWith(".")) out.push(rel + e.name);
-    }
-  };
-  await walk(dir, "").catch(() => {});
-  return out.sort();
-}
+export const appliedFiles: (dir: string) => Promise<string[]> = listFiles;
 
 /** A temporary folder with the example declared config copied in (so tests can edit it). */
 export async function workspace(
