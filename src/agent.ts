@@ -6,7 +6,7 @@
  */
 import { Command, Option } from "commander";
 import { type Clock, systemClock } from "./clock.ts";
-import { collect, parseDuration, parsePort, parsePositiveInt, parseRatio } from "./cli_flags.ts";
+import { collect, parseDuration, parsePositiveInt, parseRatio } from "./cli_flags.ts";
 import { kubeNamespace, loadKubeClient, validateNamespace } from "./cli_kube.ts";
 import { InvalidInputError } from "./errors.ts";
 import {
@@ -24,6 +24,7 @@ import {
   checkDir,
   logLevelOf,
   logLevelOption,
+  metricsOptions,
   securityModeOf,
   securityModeOptions,
   stopSignal,
@@ -360,17 +361,9 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         parsePositiveInt,
       ),
     )
-    .addOption(
-      new Option("--metrics-host <addr>", "address of /metrics, /healthz, /readyz").env(
-        "MESHRELAY_METRICS_HOST",
-      )
-        .default("0.0.0.0"),
-    )
-    .addOption(
-      new Option("--metrics-port <port>", "port of /metrics, /healthz, /readyz (0: any free port)")
-        .env("MESHRELAY_METRICS_PORT").argParser(parsePort).default(9091),
-    )
-    .option("--no-metrics", "do not serve /metrics, /healthz, /readyz")
+    .addOption(metricsOptions()[0])
+    .addOption(metricsOptions()[1])
+    .addOption(metricsOptions()[2])
     .addOption(logLevelOption())
     .addHelpText("after", HELP_AFTER)
     .action(async (opts) => {

@@ -1,10 +1,11 @@
 /**
- * CLI pieces the long-running modes (`server`, `agent`) share: the security-mode and log-level flags and
+ * CLI pieces the long-running modes (`server`, `agent`) share: the security-mode, log-level and metrics flags and
  * their checks, the Kubernetes flags, stdout/stderr writers and the stop signal. This is the CLI layer,
  * like cli_flags.ts: it touches Deno's process APIs, which the libraries never do.
  * @module
  */
 import { type Command, Option } from "commander";
+import { parsePort } from "./cli_flags.ts";
 import { InvalidInputError } from "./errors.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
 import type { SecurityMode } from "./relay/mod.ts";
@@ -52,6 +53,19 @@ export function securityModeOf(opts: { insecure?: boolean; tlsMode: SecurityMode
     throw new InvalidInputError(`--insecure contradicts --tls-mode ${opts.tlsMode}`);
   }
   return opts.insecure ? "insecure" : opts.tlsMode;
+}
+
+/** `--metrics-host`, `--metrics-port` and `--no-metrics` (the /metrics, /healthz, /readyz listener). */
+export function metricsOptions(): [host: Option, port: Option, off: Option] {
+  return [
+    new Option("--metrics-host <addr>", "address of /metrics, /healthz, /readyz").env(
+      "MESHRELAY_METRICS_HOST",
+    )
+      .default("0.0.0.0"),
+    new Option("--metrics-port <port>", "port of /metrics, /healthz, /readyz (0: any free port)")
+      .env("MESHRELAY_METRICS_PORT").argParser(parsePort).default(9091),
+    new Option("--no-metrics", "do not serve /metrics, /healthz, /readyz"),
+  ];
 }
 
 /** `--log-level` (read with {@linkcode logLevelOf}). */

@@ -1,5 +1,6 @@
 import { assertEquals, assertStringIncludes, assertThrows } from "./testing/assert.ts";
-import { logLevelOf, securityModeOf } from "./cli_common.ts";
+import { Command } from "commander";
+import { logLevelOf, metricsOptions, securityModeOf } from "./cli_common.ts";
 import { InvalidInputError } from "./errors.ts";
 import type { SecurityMode } from "./relay/mod.ts";
 
@@ -25,4 +26,20 @@ Deno.test("securityModeOf", async (t) => {
 Deno.test("logLevelOf names the flag when the level is unknown", () => {
   assertEquals(logLevelOf("warn"), "warn");
   assertStringIncludes(assertThrows(() => logLevelOf("loud"), InvalidInputError).message, "--log-level");
+});
+
+Deno.test("metricsOptions: defaults, a port, and --no-metrics", async (t) => {
+  const cases: [string[], Record<string, unknown>][] = [
+    [[], { metricsHost: "0.0.0.0", metricsPort: 9091, metrics: true }],
+    [["--metrics-port", "0", "--metrics-host", "127.0.0.1"], { metricsHost: "127.0.0.1", metricsPort: 0 }],
+    [["--no-metrics"], { metrics: false }],
+  ];
+  for (const [args, want] of cases) {
+    await t.step(args.join(" ") || "(none)", () => {
+      const cmd = new Command().exitOverride();
+      for (const o of metricsOptions()) cmd.addOption(o);
+      const opts = cmd.parse(args, { from: "user" }).opts();
+      for (const [k, v] of Object.entries(want)) assertEquals(opts[k], v, k);
+    });
+  }
 });

@@ -18,6 +18,7 @@ import {
   checkDir,
   logLevelOf,
   logLevelOption,
+  metricsOptions,
   securityModeOf,
   securityModeOptions,
   stopSignal,
@@ -197,17 +198,9 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       new Option("--port <port>", "gRPC port (0: any free port)").env("MESHRELAY_PORT").argParser(parsePort)
         .default(9900),
     )
-    .addOption(
-      new Option("--metrics-host <addr>", "address of /metrics, /healthz, /readyz").env(
-        "MESHRELAY_METRICS_HOST",
-      )
-        .default("0.0.0.0"),
-    )
-    .addOption(
-      new Option("--metrics-port <port>", "port of /metrics, /healthz, /readyz (0: any free port)")
-        .env("MESHRELAY_METRICS_PORT").argParser(parsePort).default(9091),
-    )
-    .option("--no-metrics", "do not serve /metrics, /healthz, /readyz")
+    .addOption(metricsOptions()[0])
+    .addOption(metricsOptions()[1])
+    .addOption(metricsOptions()[2])
     .addOption(secretsDirOption())
     .addOption(
       new Option(
