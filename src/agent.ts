@@ -414,6 +414,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
           "no relay root CA configured yet (--root-ca or the root secret); using the client secret's ca.crt",
         );
       }
+      // Listen before starting: a SIGTERM during start-up (a rollout, a test) must still stop cleanly.
+      const stopping = deps.stopSignal();
       const agent = await RelayAgent.start({
         mode,
         cluster: opts.cluster,
@@ -436,7 +438,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         metricsPort: opts.metrics === false ? null : opts.metricsPort,
         istioCa,
       });
-      const sig = await deps.stopSignal();
+      const sig = await stopping;
       log.info("stopping", { signal: sig });
       await agent.stop();
       setCode(0);

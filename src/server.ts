@@ -328,6 +328,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       }
       if (opts.token) await useSharedToken(store, opts.token, log);
       const host = deps.hostname();
+      // Listen before starting: a SIGTERM during start-up (a rollout, a test) must still stop cleanly.
+      const stopping = deps.stopSignal();
       const server = await RelayServer.start({
         mode,
         store,
@@ -364,7 +366,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         },
         warmupMs: opts.warmup === false ? 0 : opts.warmup,
       });
-      const sig = await deps.stopSignal();
+      const sig = await stopping;
       log.info("stopping", { signal: sig });
       await server.stop();
       setCode(0);
