@@ -86,7 +86,7 @@ async function handle(c: Record<string, any>): Promise<Record<string, unknown>> 
       const want = Number(c.count);
       const end = now() + Number(c.timeoutMs ?? 60_000);
       while (received < want && now() < end) await new Promise((r) => setTimeout(r, 10));
-      return { ok: received >= want, received, t: now() };
+      return { complete: received >= want, received, t: now() };
     }
     default:
       throw new Error(`unknown command ${c.cmd}`);

@@ -251,7 +251,7 @@ async function handle(c: Cmd): Promise<Record<string, unknown>> {
         c.timeoutMs ?? 120_000,
       );
       return {
-        ok,
+        complete: ok,
         synced: agents.filter((a) => a.syncTimes.length > a.mark).length,
         times: agents.map((a) => a.syncTimes[a.mark] ?? null),
         connected: agents.map((a) => a.connectTimes[a.connectMark] ?? null),
@@ -261,7 +261,7 @@ async function handle(c: Cmd): Promise<Record<string, unknown>> {
     case "waitStamp": {
       const s = String(c.stamp);
       const ok = await waitFor(() => agents.every((a) => a.applier.stamps.has(s)), c.timeoutMs ?? 60_000);
-      return { ok, times: agents.map((a) => a.applier.stamps.get(s) ?? null) };
+      return { complete: ok, times: agents.map((a) => a.applier.stamps.get(s) ?? null) };
     }
     case "ingest": {
       const m = Number(c.perAgent);
@@ -344,12 +344,12 @@ async function handle(c: Cmd): Promise<Record<string, unknown>> {
     }
     case "waitBaselineOpen": {
       const ok = await waitFor(() => baseline.every((b) => b.openAt), c.timeoutMs ?? 120_000);
-      return { ok, times: baseline.map((b) => b.openAt ?? null) };
+      return { complete: ok, times: baseline.map((b) => b.openAt ?? null) };
     }
     case "waitBaselineStamp": {
       const s = String(c.stamp);
       const ok = await waitFor(() => baseline.every((b) => b.stamps.has(s)), c.timeoutMs ?? 60_000);
-      return { ok, times: baseline.map((b) => b.stamps.get(s) ?? null) };
+      return { complete: ok, times: baseline.map((b) => b.stamps.get(s) ?? null) };
     }
     case "baselineIngest": {
       const t0 = now();

@@ -287,7 +287,7 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
       fanoutP99Ms: r1(quantile(fan, 0.99)),
       fanoutSamples: fan.length,
       ingestMessagesPerSecond: Math.round(ingestRate),
-      ingestComplete: done.ok,
+      ingestComplete: done.complete,
     };
   } finally {
     await stopAll(gens);
@@ -397,7 +397,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
           g.req({ cmd: "agents", clusters: part[i], serverPort: port, rootCaPem: rootPem, token })
         ),
       );
-      synced = await all(gens, { cmd: "waitSynced", timeoutMs: 120_000 + wave * 100 });
+      synced = await all(gens, { cmd: "waitSynced", timeoutMs: 120_000 + n * 100 });
       if (wave < n) log(`meshrelay: wave up to ${Math.min(n, from + wave)} agents in sync`);
     }
     result.bootstrapWave = wave;
