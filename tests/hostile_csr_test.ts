@@ -12,7 +12,7 @@ import { Buffer } from "node:buffer";
 import { GrpcStatus } from "../src/errors.ts";
 import { IdentityService } from "../src/proto/mod.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import { metricValue, startServer, workspace } from "./relay_e2e_harness.ts";
+import { localServerArgs, metricValue, startServer, workspace } from "./relay_e2e_harness.ts";
 import { mutate, rawClient, rawUnary, secretText, seeded } from "./support/hostile.ts";
 
 const CLUSTER = "cluster-2";
@@ -58,15 +58,9 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
   const ws = await workspace("hostile-csr");
   const secrets = `${ws.dir}/secrets`;
   const { proc, port, metricsPort } = await startServer([
-    "--port",
-    "0",
-    "--metrics-port",
-    "0",
+    ...localServerArgs(ws.config, { metrics: true }),
     "--secrets-dir",
     secrets,
-    "--config-dir",
-    ws.config,
-    "--no-warmup",
     "--bootstrap-failure-burst",
     "100000",
   ], "hostile-csr-server");

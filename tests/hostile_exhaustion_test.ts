@@ -19,7 +19,7 @@ import { GrpcStatus } from "../src/errors.ts";
 import { createCsr, generateKeyPair, privateKeyToPem } from "../src/pki/mod.ts";
 import { AgentMessageCodec, IdentityService, ServerMessageCodec } from "../src/proto/mod.ts";
 import { assertEquals } from "../src/testing/assert.ts";
-import { metricValue, startServer, waitFor, workspace } from "./relay_e2e_harness.ts";
+import { localServerArgs, metricValue, startServer, waitFor, workspace } from "./relay_e2e_harness.ts";
 import { type ClientPair, rawClient, rawUnary, secretText, withTimeout } from "./support/hostile.ts";
 
 const PER_PEER = 40;
@@ -61,15 +61,9 @@ Deno.test({
     const { proc, port, metricsPort } = await startServer([
       "--host",
       "::",
-      "--port",
-      "0",
-      "--metrics-port",
-      "0",
+      ...localServerArgs(ws.config, { metrics: true }),
       "--secrets-dir",
       secrets,
-      "--config-dir",
-      ws.config,
-      "--no-warmup",
       "--max-connections-per-peer",
       String(PER_PEER),
       "--handshake-timeout",

@@ -19,7 +19,13 @@ import { GrpcStatus } from "../src/errors.ts";
 import { dnsNamesOf, isCa, parseCertificates } from "../src/pki/mod.ts";
 import { AgentMessageCodec, IdentityService } from "../src/proto/mod.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import { metricValue, rawSyncFirstMessage, startServer, workspace } from "./relay_e2e_harness.ts";
+import {
+  localServerArgs,
+  metricValue,
+  rawSyncFirstMessage,
+  startServer,
+  workspace,
+} from "./relay_e2e_harness.ts";
 import {
   bootstrapPair,
   mutate,
@@ -59,15 +65,9 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
   const ws = await workspace("hostile-rpc");
   const secrets = `${ws.dir}/secrets`;
   const { proc, port, metricsPort } = await startServer([
-    "--port",
-    "0",
-    "--metrics-port",
-    "0",
+    ...localServerArgs(ws.config, { metrics: true }),
     "--secrets-dir",
     secrets,
-    "--config-dir",
-    ws.config,
-    "--no-warmup",
     "--max-message-bytes",
     String(MAX),
     // Fuzzing sends thousands of failures from one address; the limiter has its own test.

@@ -21,7 +21,7 @@ import { IdentityService } from "../src/proto/mod.ts";
 import { TokenAuthority } from "../src/relay/mod.ts";
 import { FileSecretStore } from "../src/store/mod.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import { metricValue, runCli, startServer, workspace } from "./relay_e2e_harness.ts";
+import { localServerArgs, metricValue, runCli, startServer, workspace } from "./relay_e2e_harness.ts";
 import { rawClient, rawUnary, secretText, seeded } from "./support/hostile.ts";
 
 const hasIpv6Loopback = (() => {
@@ -90,15 +90,9 @@ Deno.test("token guessing: failures are rate-limited per peer", async (t) => {
   const { proc, port, metricsPort } = await startServer([
     "--host",
     hasIpv6Loopback ? "::" : "127.0.0.1",
-    "--port",
-    "0",
-    "--metrics-port",
-    "0",
+    ...localServerArgs(ws.config, { metrics: true }),
     "--secrets-dir",
     secrets,
-    "--config-dir",
-    ws.config,
-    "--no-warmup",
     "--bootstrap-failure-burst",
     "5",
     "--bootstrap-failures-per-minute",
@@ -158,15 +152,9 @@ Deno.test("token guessing: a guess's timing does not tell how much of it is righ
   const ws = await workspace("hostile-token-timing");
   const secrets = `${ws.dir}/secrets`;
   const { proc, port } = await startServer([
-    "--port",
-    "0",
-    "--metrics-port",
-    "0",
+    ...localServerArgs(ws.config, { metrics: true }),
     "--secrets-dir",
     secrets,
-    "--config-dir",
-    ws.config,
-    "--no-warmup",
     "--bootstrap-failure-burst",
     "1000000",
   ], "token-timing-server");
