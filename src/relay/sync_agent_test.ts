@@ -1,19 +1,17 @@
-import { FakeClock, systemClock } from "../clock.ts";
+import { FakeClock } from "../clock.ts";
 import { GrpcStatus } from "../errors.ts";
 import { memoryLogger, nullLogger } from "../log.ts";
 import { objectKey } from "../state/mod.ts";
 import { assert, assertEquals } from "../testing/assert.ts";
 import { MetricsRegistry } from "./metrics.ts";
-import { RelayHub } from "./relay_hub.ts";
 import { type SessionEnd, SyncAgent, type SyncDialer } from "./sync_agent.ts";
 import {
   MemoryApplier,
-  MemoryConfigSource,
   MemoryDiscoverySource,
   objects as o,
-  startTestSyncServer,
+  startTestRelay,
   testDialer,
-  type TestSyncServer,
+  type TestRelay,
 } from "./testing_sync.ts";
 
 /** A fake clock that remembers every requested sleep. */
@@ -46,43 +44,13 @@ async function settles<T>(p: Promise<T>, what: string): Promise<T> {
   }
 }
 
-interface Env {
-  hub: RelayHub;
-  srv: TestSyncServer;
-  config: MemoryConfigSource;
-  metrics: MetricsRegistry;
-  stop: () => Promise<void>;
-}
+type Env = TestRelay;
 
-async function server(opts: { maxMessageBytes?: number } = {}): Promise<Env> {
-  const config = new MemoryConfigSource([
+function server(opts: { maxMessageBytes?: number } = {}): Promise<Env> {
+  return startTestRelay([
     o.cluster("c1"),
     o.clusterConfig("base", ["c1"], [o.configMap("a"), o.configMap("b")]),
-  ]);
-  const metrics = new MetricsRegistry();
-  const hub = new RelayHub({
-    config,
-    clock: systemClock,
-    log: nullLogger,
-    metrics,
-    warmupMs: 0,
-    debounceMs: 1,
-  });
-  const ac = new AbortController();
-  const running = hub.run(ac.signal);
-  await hub.load();
-  const srv = await startTestSyncServer({ hub, clock: systemClock, log: nullLogger, metrics, ...opts });
-  return {
-    hub,
-    srv,
-    config,
-    metrics,
-    stop: async () => {
-      srv.kill();
-      ac.abort();
-      await running;
-    },
-  };
+  ], opts);
 }
 
 function agentFor(

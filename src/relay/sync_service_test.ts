@@ -1,19 +1,9 @@
 import * as grpc from "@grpc/grpc-js";
-import { systemClock } from "../clock.ts";
 import { GrpcStatus } from "../errors.ts";
-import { nullLogger } from "../log.ts";
 import { type AgentMessage, RelayClient, type ServerMessage } from "../proto/mod.ts";
 import { type KubeObject, objectKey, resourceVersionOf, versionedMap } from "../state/mod.ts";
 import { assert, assertEquals, assertStringIncludes } from "../testing/assert.ts";
-import { MetricsRegistry } from "./metrics.ts";
-import { RelayHub } from "./relay_hub.ts";
-import {
-  MemoryConfigSource,
-  objects as o,
-  startTestSyncServer,
-  TEST_CLUSTER_METADATA,
-  type TestSyncServer,
-} from "./testing_sync.ts";
+import { objects as o, startTestRelay, TEST_CLUSTER_METADATA, type TestRelay } from "./testing_sync.ts";
 import { chunkDiff, toResource } from "./wire.ts";
 
 /** A hand-driven Sync client: the test decides every message. */
@@ -119,43 +109,18 @@ const cm = (name: string, data: Record<string, string> = {}) => o.configMap(name
 const vv = (obj: KubeObject) => ({ key: objectKey(obj), version: resourceVersionOf(obj) });
 
 async function withServer(
-  fn: (
-    ctx: { hub: RelayHub; srv: TestSyncServer; config: MemoryConfigSource; metrics: MetricsRegistry },
-  ) => Promise<
-    void
-  >,
+  fn: (ctx: TestRelay) => Promise<void>,
   opts: { maxMessageBytes?: number; desired?: KubeObject[] } = {},
 ): Promise<void> {
-  const config = new MemoryConfigSource([
+  const relay = await startTestRelay([
     o.cluster("c1"),
     o.cluster("c2"),
     o.clusterConfig("base", ["c1"], opts.desired ?? [cm("a"), cm("b"), cm("c")]),
-  ]);
-  const metrics = new MetricsRegistry();
-  const hub = new RelayHub({
-    config,
-    clock: systemClock,
-    log: nullLogger,
-    metrics,
-    warmupMs: 0,
-    debounceMs: 1,
-  });
-  const ac = new AbortController();
-  const running = hub.run(ac.signal);
-  await hub.load();
-  const srv = await startTestSyncServer({
-    hub,
-    clock: systemClock,
-    log: nullLogger,
-    metrics,
-    maxMessageBytes: opts.maxMessageBytes,
-  });
+  ], { maxMessageBytes: opts.maxMessageBytes });
   try {
-    await fn({ hub, srv, config, metrics });
+    await fn(relay);
   } finally {
-    srv.kill();
-    ac.abort();
-    await running;
+    await relay.stop();
   }
 }
 

@@ -5,9 +5,9 @@
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
-import type { Clock } from "../clock.ts";
+import { type Clock, systemClock } from "../clock.ts";
 import { AuthenticationError } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { type Logger, nullLogger } from "../log.ts";
 import { RelayClient, RelayService } from "../proto/mod.ts";
 import {
   type Applier,
@@ -20,8 +20,8 @@ import {
   type ObjectStatus,
   resourceVersionOf,
 } from "../state/mod.ts";
-import type { MetricsRegistry } from "./metrics.ts";
-import type { RelayHub } from "./relay_hub.ts";
+import { MetricsRegistry } from "./metrics.ts";
+import { RelayHub } from "./relay_hub.ts";
 import type { SyncDialer } from "./sync_agent.ts";
 import { type Identify, relayServiceImpl } from "./sync_service.ts";
 import { grpcMessageOptions } from "./wire.ts";
@@ -85,6 +85,57 @@ export function startTestSyncServer(opts: {
       });
     });
   });
+}
+
+/** A running hub and its Sync server, as the sync unit tests use them. */
+export interface TestRelay {
+  hub: RelayHub;
+  srv: TestSyncServer;
+  config: MemoryConfigSource;
+  metrics: MetricsRegistry;
+  /** Cuts the server's streams, stops the hub and waits for it. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A hub over the declared documents `docs` (no warm-up, 1 ms debounce, wall clock), loaded and running,
+ * with {@linkcode startTestSyncServer} in front of it.
+ */
+export async function startTestRelay(
+  docs: KubeObject[],
+  opts: { maxMessageBytes?: number } = {},
+): Promise<TestRelay> {
+  const config = new MemoryConfigSource(docs);
+  const metrics = new MetricsRegistry();
+  const hub = new RelayHub({
+    config,
+    clock: systemClock,
+    log: nullLogger,
+    metrics,
+    warmupMs: 0,
+    debounceMs: 1,
+  });
+  const ac = new AbortController();
+  const running = hub.run(ac.signal);
+  await hub.load();
+  const srv = await startTestSyncServer({
+    hub,
+    clock: systemClock,
+    log: nullLogger,
+    metrics,
+    maxMessageBytes: opts.maxMessageBytes,
+  });
+  return {
+    hub,
+    srv,
+    config,
+    metrics,
+    stop: async () => {
+      srv.kill();
+      ac.abort();
+      await running;
+    },
+  };
 }
 
 /** A dialer making a fresh insecure channel per attempt, naming `cluster` in metadata. */
