@@ -9,6 +9,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
+import { out, serveCommands } from "./command_loop.ts";
 
 const now = (): number => performance.timeOrigin + performance.now();
 
@@ -64,8 +65,6 @@ const port = await new Promise<number>((resolve, reject) =>
   server.bindAsync(`127.0.0.1:${arg("port")}`, creds, (e, p) => e ? reject(e) : resolve(p))
 );
 
-const enc = new TextEncoder();
-const out = (o: unknown) => Deno.stdout.writeSync(enc.encode(JSON.stringify(o) + "\n"));
 out({ event: "ready", port, pid: Deno.pid });
 
 // deno-lint-ignore no-explicit-any
@@ -93,20 +92,5 @@ async function handle(c: Record<string, any>): Promise<Record<string, unknown>> 
   }
 }
 
-const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
-let buf = "";
-for await (const chunk of lines) {
-  buf += chunk;
-  let i;
-  while ((i = buf.indexOf("\n")) >= 0) {
-    const line = buf.slice(0, i).trim();
-    buf = buf.slice(i + 1);
-    if (!line) continue;
-    const c = JSON.parse(line);
-    handle(c).then(
-      (r) => out({ id: c.id, ok: true, ...r }),
-      (e) => out({ id: c.id, ok: false, error: e instanceof Error ? e.message : String(e) }),
-    );
-  }
-}
+await serveCommands(handle);
 server.forceShutdown();

@@ -16,6 +16,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
+import { out, serveCommands } from "./command_loop.ts";
 import { systemClock } from "../src/clock.ts";
 import type { LogFields, Logger } from "../src/log.ts";
 import { type Gauge, type Labels, MetricsRegistry, RelayAgent } from "../src/relay/mod.ts";
@@ -384,26 +385,8 @@ async function handle(c: Cmd): Promise<Record<string, unknown>> {
 }
 
 async function main(): Promise<void> {
-  const enc = new TextEncoder();
-  const out = (o: unknown) => Deno.stdout.writeSync(enc.encode(JSON.stringify(o) + "\n"));
   out({ event: "ready", pid: Deno.pid });
-  const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
-  let buf = "";
-  for await (const chunk of lines) {
-    buf += chunk;
-    let i;
-    while ((i = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, i).trim();
-      buf = buf.slice(i + 1);
-      if (!line) continue;
-      const c = JSON.parse(line) as Cmd;
-      // Commands run concurrently (the orchestrator may ask for stats while waiting).
-      handle(c).then(
-        (r) => out({ id: c.id, ok: true, ...r }),
-        (e) => out({ id: c.id, ok: false, error: e instanceof Error ? e.message : String(e) }),
-      );
-    }
-  }
+  await serveCommands<Cmd>(handle);
 }
 
 if (import.meta.main) {
