@@ -595,7 +595,11 @@ export function table(results: Json[]): string {
     const m = r.meshrelay, b = r.baseline, n = String(r.agents);
     // A full resync of the current state: every desired object (as first sent) and every discovered
     // object (as pushed after the kill -9, when the server had forgotten them).
+    // The full-sync size is the kill -9 restart's full discovery push of the current state, so without the
+    // storm (--no-storm) the rows that need it say so instead of printing NaN.
+    const storm = typeof m.stormConvergedSeconds === "number";
     const full = m.fullSyncDesiredBytes + m.stormDiscoveryBytes;
+    const skipped = ["skipped (--no-storm)", "", ""];
     rows.push(
       ["connected agents held", n, `${m.connectedHeld}`, `${b.streamsOpen}`, "", ""],
       [
@@ -651,26 +655,36 @@ export function table(results: Json[]): string {
       [
         "reconnect storm after kill -9: all converged (s)",
         n,
-        `${m.stormConvergedSeconds} (p50 ${m.stormP50Seconds})`,
-        "",
-        "",
-        n === "1000" ? `< 60 s: ${m.stormConvergedSeconds < 60 ? "met" : "NOT met"}` : "",
+        ...(storm
+          ? [
+            `${m.stormConvergedSeconds} (p50 ${m.stormP50Seconds})`,
+            "",
+            "",
+            n === "1000" ? `< 60 s: ${m.stormConvergedSeconds < 60 ? "met" : "NOT met"}` : "",
+          ]
+          : [...skipped, ""]),
       ],
       [
         "bytes on reconnect (diffs + version lists) vs full sync",
         n,
         `${kib(m.reconnectDesiredBytes + m.reconnectDiscoveryBytes + m.reconnectVersionListBytes)}`,
-        `${kib(full)} full`,
-        ratio3(m.reconnectDesiredBytes + m.reconnectDiscoveryBytes + m.reconnectVersionListBytes, full),
+        storm ? `${kib(full)} full` : "needs the storm run",
+        storm
+          ? ratio3(m.reconnectDesiredBytes + m.reconnectDiscoveryBytes + m.reconnectVersionListBytes, full)
+          : "",
         "",
       ],
       [
         "bytes after kill -9 (server forgot inventories) vs full sync",
         n,
-        `${kib(m.stormDesiredBytes + m.stormDiscoveryBytes + m.reconnectVersionListBytes)}`,
-        `${kib(full)} full`,
-        ratio3(m.stormDesiredBytes + m.stormDiscoveryBytes + m.reconnectVersionListBytes, full),
-        "",
+        ...(storm
+          ? [
+            `${kib(m.stormDesiredBytes + m.stormDiscoveryBytes + m.reconnectVersionListBytes)}`,
+            `${kib(full)} full`,
+            ratio3(m.stormDesiredBytes + m.stormDiscoveryBytes + m.reconnectVersionListBytes, full),
+            "",
+          ]
+          : [...skipped, ""]),
       ],
     );
   }
