@@ -5,13 +5,7 @@
  * @module
  */
 import { InvalidInputError } from "../errors.ts";
-import {
-  importPrivateKey,
-  type Issuer,
-  loadIssuer,
-  parseCertificates,
-  type X509Certificate,
-} from "../pki/mod.ts";
+import { type Issuer, loadIssuer, parseCertificates, type X509Certificate } from "../pki/mod.ts";
 import { FileSecretStore } from "../store/mod.ts";
 import { RELAY_ROOT_KEY_FILE, RELAY_ROOT_SECRET, RELAY_SIGNING_SECRET } from "./layout.ts";
 
@@ -110,9 +104,12 @@ export async function loadIssuerFiles(opts: LoadIssuerFilesOptions): Promise<Loa
   const keyPem = await readPemFile(opts.keyPath, opts.keyFlag);
   const certs = parseCertificates(certPem, opts.certFlag);
   const passphrase = await passphraseFor(keyPem, opts.keyFlag, opts.passphraseEnv, opts.passphrases);
-  // Import once on its own so a wrong key file is reported under its own flag name.
-  await importPrivateKey(keyPem, { passphrase, what: opts.keyFlag });
-  const issuer = await loadIssuer(certPem, keyPem, { now: opts.now, passphrase, what: opts.certFlag });
+  const issuer = await loadIssuer(certPem, keyPem, {
+    now: opts.now,
+    passphrase,
+    certWhat: opts.certFlag,
+    keyWhat: opts.keyFlag,
+  });
   return { issuer, root: await findRoot(certs) };
 }
 
