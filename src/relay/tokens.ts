@@ -227,8 +227,16 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
  */
 export function validateClusterName(name: string): void {
   if (!name || name.length > 253 || !name.split(".").every((l) => DNS_LABEL.test(l))) {
-    throw new InvalidInputError(
-      `invalid cluster name ${JSON.stringify(name.slice(0, 64))}: must be a lowercase DNS name`,
-    );
+    throw new InvalidInputError(`invalid cluster name ${quoteName(name)}: must be a lowercase DNS name`);
   }
+}
+
+/**
+ * The name as it may appear in an error and a log line. The name comes off the wire: bytes shifted in
+ * from a neighbouring field can carry the caller's token or PEM, and control characters can forge log
+ * lines, so only a short name of plain name characters is echoed; anything else is described.
+ */
+function quoteName(name: string): string {
+  if (/^[A-Za-z0-9._-]{1,64}$/.test(name)) return JSON.stringify(name);
+  return name ? `(${name.length} characters, not shown: not plain name characters or too long)` : "(empty)";
 }

@@ -157,4 +157,17 @@ Deno.test("create validates its input", async (t) => {
       assertThrows(() => validateClusterName(bad), InvalidInputError);
     }
   });
+  await t.step("an invalid name is echoed only when it is short plain text", () => {
+    const cases: { name: string; shown: boolean }[] = [
+      { name: "My_Cluster", shown: true },
+      { name: "cluster-2\u001a\u0003-----BEGIN CERTIFICATE REQUEST-----", shown: false },
+      { name: "bad\nforged log line", shown: false },
+      { name: "x".repeat(300), shown: false },
+    ];
+    for (const { name, shown } of cases) {
+      const e = assertThrows(() => validateClusterName(name), InvalidInputError);
+      assertEquals(e.message.includes(JSON.stringify(name)), shown, e.message);
+      assert(!e.message.includes("-----BEGIN") && !e.message.includes("\n"), e.message);
+    }
+  });
 });
