@@ -12,6 +12,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { AuthenticationError, ConflictError, InvalidInputError, PermissionDeniedError } from "../errors.ts";
 import type { SecretStore } from "../store/mod.ts";
+import type { SecretReader } from "./secret_cache.ts";
 
 /** Secret holding the shared relay identity token (seeds' name). */
 export const IDENTITY_TOKEN_SECRET = "relay-identity-token-secret";
@@ -83,6 +84,12 @@ export interface BootstrapTokenInfo {
 /** Options of {@linkcode TokenAuthority}. */
 export interface TokenAuthorityOptions {
   store: SecretStore;
+  /**
+   * Where the shared token is read (a SecretCache on the server, so a Bootstrap storm does not read the
+   * store per call; a change then applies within the cache's staleness bound). Default: the store.
+   * Per-cluster token records are always read from and consumed on the store.
+   */
+  sharedTokenReader?: SecretReader;
   randomBytes?: RandomBytes;
 }
 
@@ -94,21 +101,25 @@ export interface CheckOptions {
 }
 
 /**
- * Checks tokens against the store. The shared token is read on every check, so replacing the secret
- * takes effect without a restart.
+ * Checks tokens against the store. The shared token is read on every check (through
+ * `sharedTokenReader` when given), so replacing the secret takes effect without a restart. A per-cluster
+ * token is read from the store and consumed by a compare-and-swap there, never from a cache, so no
+ * staleness can let it be used twice.
  */
 export class TokenAuthority {
   #store: SecretStore;
+  #shared: SecretReader;
   #randomBytes: RandomBytes;
 
   constructor(opts: TokenAuthorityOptions) {
     this.#store = opts.store;
+    this.#shared = opts.sharedTokenReader ?? opts.store;
     this.#randomBytes = opts.randomBytes ?? cryptoRandomBytes;
   }
 
   /** The shared token, or undefined when the server has none (then only per-cluster tokens work). */
   async sharedToken(): Promise<string | undefined> {
-    const s = await this.#store.get(IDENTITY_TOKEN_SECRET);
+    const s = await this.#shared.get(IDENTITY_TOKEN_SECRET);
     const v = s?.data[IDENTITY_TOKEN_KEY];
     const t = v && dec.decode(v).trim();
     return t ? t : undefined;

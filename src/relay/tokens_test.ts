@@ -1,6 +1,8 @@
+import { FakeClock } from "../clock.ts";
 import { AuthenticationError, InvalidInputError, PermissionDeniedError } from "../errors.ts";
-import { FileSecretStore, MemorySecretStore } from "../store/mod.ts";
+import { FileSecretStore, MemorySecretStore, type Secret } from "../store/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../testing/assert.ts";
+import { SecretCache } from "./secret_cache.ts";
 import {
   BOOTSTRAP_TOKEN_PREFIX,
   constantTimeEqual,
@@ -138,6 +140,74 @@ Deno.test("per-cluster token: concurrent uses, only one wins (file store, separa
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** A memory store counting reads per secret name. */
+class CountingStore extends MemorySecretStore {
+  reads = new Map<string, number>();
+  override get(name: string): Promise<Secret | undefined> {
+    this.reads.set(name, (this.reads.get(name) ?? 0) + 1);
+    return super.get(name);
+  }
+}
+
+Deno.test("with a secret cache: the shared token is read once per bound, per-cluster tokens stay single-use", async (t) => {
+  const store = new CountingStore();
+  const clock = new FakeClock(NOW);
+  const cache = new SecretCache({ store, clock, maxAgeMs: 5000 });
+  const auth = new TokenAuthority({ store, sharedTokenReader: cache });
+  await store.put(IDENTITY_TOKEN_SECRET, { token: new TextEncoder().encode("shared-1") });
+
+  await t.step("many shared-token checks, one store read", async () => {
+    for (let i = 0; i < 20; i++) await auth.check("shared-1", `c${i}`, { now: NOW, consume: true });
+    assertEquals(store.reads.get(IDENTITY_TOKEN_SECRET), 1);
+  });
+
+  await t.step("deleting the shared token takes effect once the bound passed", async () => {
+    await store.delete(IDENTITY_TOKEN_SECRET);
+    await clock.advance(4999);
+    await auth.check("shared-1", "c1", { now: NOW, consume: true }); // stale, within the documented bound
+    await clock.advance(1);
+    await assertRejects(() => auth.check("shared-1", "c1", { now: NOW, consume: true }), AuthenticationError);
+  });
+
+  await t.step("a per-cluster token is single-use even with its record warm in the cache", async () => {
+    const { token, id } = await auth.create("cluster-1", { now: NOW, ttlMs: HOUR });
+    const name = BOOTSTRAP_TOKEN_PREFIX + id;
+    // The worst case: the record as it was before any use sits in the cache, which never expires here.
+    const stale = new SecretCache({ store, clock, maxAgeMs: Number.MAX_SAFE_INTEGER });
+    await stale.get(name);
+    const cached = new TokenAuthority({ store, sharedTokenReader: stale });
+    const before = store.reads.get(name) ?? 0;
+    await cached.check(token, "cluster-1", { now: NOW, consume: true });
+    await assertRejects(
+      () => cached.check(token, "cluster-1", { now: NOW, consume: true }),
+      AuthenticationError,
+    );
+    await assertRejects(
+      () => auth.check(token, "cluster-1", { now: NOW, consume: true }),
+      AuthenticationError,
+    );
+    assertEquals((store.reads.get(name) ?? 0) - before, 3, "every check read the record from the store");
+  });
+
+  await t.step("concurrent uses through cached authorities: exactly one wins", async () => {
+    const { token } = await auth.create("cluster-2", { now: NOW, ttlMs: HOUR });
+    const results = await Promise.allSettled(
+      Array.from(
+        { length: 8 },
+        () =>
+          new TokenAuthority({ store, sharedTokenReader: cache }).check(token, "cluster-2", {
+            now: NOW,
+            consume: true,
+          }),
+      ),
+    );
+    assertEquals(results.filter((r) => r.status === "fulfilled").length, 1);
+    for (const r of results) {
+      if (r.status === "rejected") assert(r.reason instanceof AuthenticationError, String(r.reason));
+    }
+  });
 });
 
 Deno.test("create validates its input", async (t) => {
