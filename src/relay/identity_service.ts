@@ -8,6 +8,12 @@
  * compare-and-swap): a bad CSR does not burn a single-use token, and of two concurrent uses only the one
  * whose consumption wins gets its certificate back.
  *
+ * Signing is the expensive part (~10 ms of CPU); it runs behind an {@linkcode AdmissionGate}, after the
+ * cheap refusals, so bad callers are refused at once and never take a place in its queue. A call refused
+ * as busy (RESOURCE_EXHAUSTED) or cancelled by its client does not count against the caller's failure
+ * limit: it is load, not a wrong guess. The signing and root CA secrets and the shared token are read
+ * through `secrets` (the server's SecretCache), not from the store on every call.
+ *
  * Unregistered clusters cannot bootstrap, not even with the shared token: the shared token lets its
  * holder name any cluster (the seeds' known weakness), so the registry (`KubernetesCluster` documents,
  * written by whoever registers the cluster) is what bounds the names it can obtain certificates for.
@@ -23,6 +29,7 @@ import {
   MeshrelayError,
   PermissionDeniedError,
   PreconditionError,
+  UnavailableError,
 } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -39,13 +46,15 @@ import type {
   MeshCaRequest,
   RenewRequest,
 } from "../proto/mod.ts";
-import type { SecretStore } from "../store/mod.ts";
+import type { Secret, SecretStore } from "../store/mod.ts";
+import { AdmissionGate } from "./admission.ts";
 import type { MeshCaAuthority } from "./mesh_ca.ts";
 import type { MetricsRegistry } from "./metrics.ts";
 import type { IdentifiableCall, Identify } from "./peer_identity.ts";
 import { type FailureLimiter, peerAddress } from "./rate_limit.ts";
 import type { RevocationList } from "./revocation.ts";
-import { definedOnly, loadSigningIssuer } from "./server_material.ts";
+import type { SecretReader } from "./secret_cache.ts";
+import { definedOnly, signingIssuerFrom } from "./server_material.ts";
 import { ROOT_TLS_SECRET, SIGNING_TLS_SECRET } from "./server_tls.ts";
 import { type TokenAuthority, validateClusterName } from "./tokens.ts";
 
@@ -53,10 +62,16 @@ import { type TokenAuthority, validateClusterName } from "./tokens.ts";
 export const DEFAULT_CLIENT_CERT_TTL_MS = 365 * 86_400_000;
 /** Largest CSR accepted (PEM characters); a P-256 or RSA-4096 CSR is far below. */
 const MAX_CSR_CHARS = 16 * 1024;
+/** What a caller refused by the signing gate reads (clear, no detail worth hiding). */
+export const SIGNING_BUSY_MESSAGE = "server busy signing certificates, retry later";
 
 /** Options of {@linkcode IdentityHandlers}. */
 export interface IdentityServiceOptions {
   store: SecretStore;
+  /** Where the signing and root CA secrets are read (the server passes a SecretCache). Default: `store`. */
+  secrets?: SecretReader;
+  /** Admission control of signing (Bootstrap, Renew, SignMeshCa). Default: a gate with its default limits. */
+  admission?: AdmissionGate;
   tokens: TokenAuthority;
   clock: Clock;
   log: Logger;
@@ -80,7 +95,10 @@ export class IdentityHandlers {
   #o: IdentityServiceOptions & { clientCertTtlMs: number; signingSecret: string; rootSecret: string };
   #meshCaIssued?: ReturnType<MetricsRegistry["counter"]>;
   #log: Logger;
-  #signing?: { version: string; issuer: Issuer; rootPem: string; rootVersion: string };
+  #secrets: SecretReader;
+  #gate: AdmissionGate;
+  /** The loaded signing CA, keyed by the versions of the secrets it came from; shared while it loads. */
+  #signing?: { key: string; loaded: Promise<{ issuer: Issuer; rootPem: string }> };
   #failures?: ReturnType<MetricsRegistry["counter"]>;
   #issued?: ReturnType<MetricsRegistry["counter"]>;
 
@@ -95,6 +113,9 @@ export class IdentityHandlers {
       throw new InvalidInputError("client certificate TTL must be positive");
     }
     this.#log = opts.log.child({ component: "identity-service" });
+    this.#secrets = opts.secrets ?? opts.store;
+    this.#gate = opts.admission ??
+      new AdmissionGate({ clock: opts.clock, metrics: opts.metrics, busyMessage: SIGNING_BUSY_MESSAGE });
     this.#failures = opts.metrics?.counter(
       "meshrelay_bootstrap_failures_total",
       "Refused Bootstrap and Renew calls, by reason.",
@@ -116,43 +137,59 @@ export class IdentityHandlers {
         "this relay server does not issue client certificates in its security mode",
       );
     }
-    const rootSecret = await this.#o.store.get(this.#o.rootSecret);
-    const signingSecret = await this.#o.store.get(this.#o.signingSecret);
+    const [rootSecret, signingSecret] = await Promise.all([
+      this.#secrets.get(this.#o.rootSecret),
+      this.#secrets.get(this.#o.signingSecret),
+    ]);
     if (!signingSecret) {
       throw new PreconditionError(
         "this relay server has no signing CA (bring-your-own client certificates, --disable-ca): " +
           "give the agent a client certificate instead of a bootstrap token",
       );
     }
-    const cached = this.#signing;
-    if (
-      cached && cached.version === signingSecret.version && cached.rootVersion === (rootSecret?.version ?? "")
-    ) {
-      return cached;
+    const key = `${signingSecret.version}\n${rootSecret?.version ?? ""}`;
+    if (this.#signing?.key !== key) {
+      const entry = { key, loaded: this.#load(signingSecret, rootSecret, now) };
+      this.#signing = entry;
+      // A failed load (bad key in the secret) is not kept: the next call tries again.
+      entry.loaded.catch(() => {
+        if (this.#signing === entry) this.#signing = undefined;
+      });
     }
-    const loaded = await loadSigningIssuer(this.#o.store, { now, name: this.#o.signingSecret });
+    return await this.#signing.loaded;
+  }
+
+  async #load(
+    signingSecret: Secret,
+    rootSecret: Secret | undefined,
+    now: Date,
+  ): Promise<{ issuer: Issuer; rootPem: string }> {
+    const loaded = await signingIssuerFrom(signingSecret, { now, name: this.#o.signingSecret });
     if (!loaded) throw new PreconditionError(`secret ${this.#o.signingSecret} must hold tls.crt and tls.key`);
     const rootBytes = rootSecret?.data["ca.crt"];
     const rootPem = rootBytes?.length
       ? new TextDecoder().decode(rootBytes)
       : certificateToPem(topOf(loaded.issuer));
-    this.#signing = { ...loaded, rootPem, rootVersion: rootSecret?.version ?? "" };
-    return this.#signing;
+    return { issuer: loaded.issuer, rootPem };
   }
 
+  /** Signs behind the admission gate, with the CA this call checked up front. */
   async #issue(
     csrPem: string,
     cluster: string,
-    now: Date,
+    signing: { issuer: Issuer; rootPem: string },
+    signal?: AbortSignal,
   ): Promise<{ cert: X509Certificate; response: CertificateResponse }> {
-    const { issuer, rootPem } = await this.#issuer(now);
-    const cert = await signCsr(csrPem, {
-      issuer,
-      profile: "client",
-      expectDnsNames: [cluster],
-      now,
-      validityMs: this.#o.clientCertTtlMs,
-    });
+    const { issuer, rootPem } = signing;
+    // The lifetime counts from admission, not from arrival: a queued call may have waited.
+    const cert = await this.#gate.run(() =>
+      signCsr(csrPem, {
+        issuer,
+        profile: "client",
+        expectDnsNames: [cluster],
+        now: this.#o.clock.now(),
+        validityMs: this.#o.clientCertTtlMs,
+      }), signal);
     const chain = [issuer.certificate, ...(issuer.chain ?? [])].filter((c) => c.subject !== c.issuer);
     return {
       cert,
@@ -165,9 +202,17 @@ export class IdentityHandlers {
     };
   }
 
-  #fail(peer: string, now: Date, rpc: string, e: unknown): never {
+  #fail(peer: string, now: Date, rpc: string, e: unknown, signal?: AbortSignal): never {
+    if (signal?.aborted) {
+      // The client went away (or its deadline passed) while it waited: nobody reads the answer, and
+      // leaving is not a failed attempt.
+      this.#failures?.inc({ rpc, reason: "cancelled" });
+      this.#log.debug(`${rpc} cancelled by the client`, { peer });
+      throw new UnavailableError(`${rpc} cancelled by the client`, { cause: e });
+    }
     const reason = e instanceof MeshrelayError ? e.code : "internal";
     this.#failures?.inc({ rpc, reason });
+    // Busy (the signing gate, the limiter itself) and server-side problems are not the caller's guesses.
     if (reason !== "resource_exhausted" && reason !== "failed_precondition" && reason !== "internal") {
       this.#o.limiter.fail(peer, now);
     }
@@ -183,6 +228,7 @@ export class IdentityHandlers {
   async bootstrap(
     req: BootstrapRequest,
     call: Pick<IdentifiableCall, "getPeer">,
+    signal?: AbortSignal,
   ): Promise<CertificateResponse> {
     const now = this.#o.clock.now();
     const peer = peerAddress(call.getPeer());
@@ -192,14 +238,14 @@ export class IdentityHandlers {
       validateClusterName(cluster);
       checkCsrSize(req.csrPem);
       if (!req.token) throw new AuthenticationError("Bootstrap needs a bootstrap token");
-      await this.#issuer(now);
+      const signing = await this.#issuer(now);
       if (!this.#o.isRegistered(cluster)) {
         throw new PermissionDeniedError(
           `cluster "${cluster}" is not registered (declare a KubernetesCluster named "${cluster}" first)`,
         );
       }
       const grant = await this.#o.tokens.check(req.token, cluster, { now, consume: false });
-      const { cert, response } = await this.#issue(req.csrPem, cluster, now);
+      const { cert, response } = await this.#issue(req.csrPem, cluster, signing, signal);
       if (grant.kind === "cluster") await this.#o.tokens.check(req.token, cluster, { now, consume: true });
       await this.#o.revocations?.allowReissued(cluster, cert.serialNumber, cert.notBefore);
       this.#issued?.inc({ rpc: "bootstrap" });
@@ -213,7 +259,7 @@ export class IdentityHandlers {
       });
       return response;
     } catch (e) {
-      this.#fail(peer, now, "bootstrap", e);
+      this.#fail(peer, now, "bootstrap", e, signal);
     }
   }
 
@@ -221,7 +267,11 @@ export class IdentityHandlers {
    * SignMeshCa (Istio federated trust): the caller's verified certificate names the cluster; the CSR is for
    * its Istio intermediate CA, signed with the root of the RootTrustPolicy that serves it (mesh_ca.ts).
    */
-  async signMeshCa(req: MeshCaRequest, call: IdentifiableCall): Promise<CertificateResponse> {
+  async signMeshCa(
+    req: MeshCaRequest,
+    call: IdentifiableCall,
+    signal?: AbortSignal,
+  ): Promise<CertificateResponse> {
     const now = this.#o.clock.now();
     const peer = peerAddress(call.getPeer());
     try {
@@ -233,10 +283,11 @@ export class IdentityHandlers {
       }
       checkCsrSize(req.csrPem);
       const id = await this.#o.identifyCertificate(call);
-      if (!this.#o.meshCa) {
+      const meshCa = this.#o.meshCa;
+      if (!meshCa) {
         throw new PreconditionError("this relay server does not sign Istio intermediate CAs");
       }
-      const issued = await this.#o.meshCa.sign(id.cluster, req.csrPem, now);
+      const issued = await this.#gate.run(() => meshCa.sign(id.cluster, req.csrPem!, now), signal);
       this.#meshCaIssued?.inc({ policy: issued.policy });
       this.#log.info("issued Istio intermediate CA", {
         rpc: "sign_mesh_ca",
@@ -247,12 +298,12 @@ export class IdentityHandlers {
       });
       return issued.response;
     } catch (e) {
-      this.#fail(peer, now, "sign_mesh_ca", e);
+      this.#fail(peer, now, "sign_mesh_ca", e, signal);
     }
   }
 
   /** Renew: the caller's verified certificate names the cluster; the new CSR must name the same. */
-  async renew(req: RenewRequest, call: IdentifiableCall): Promise<CertificateResponse> {
+  async renew(req: RenewRequest, call: IdentifiableCall, signal?: AbortSignal): Promise<CertificateResponse> {
     const now = this.#o.clock.now();
     const peer = peerAddress(call.getPeer());
     try {
@@ -262,7 +313,8 @@ export class IdentityHandlers {
       }
       checkCsrSize(req.csrPem);
       const id = await this.#o.identifyCertificate(call);
-      const { cert, response } = await this.#issue(req.csrPem, id.cluster, now);
+      const signing = await this.#issuer(now);
+      const { cert, response } = await this.#issue(req.csrPem, id.cluster, signing, signal);
       await this.#o.revocations?.allowReissued(id.cluster, cert.serialNumber, cert.notBefore);
       this.#issued?.inc({ rpc: "renew" });
       this.#log.info("issued client certificate", {
@@ -274,12 +326,12 @@ export class IdentityHandlers {
       });
       return response;
     } catch (e) {
-      this.#fail(peer, now, "renew", e);
+      this.#fail(peer, now, "renew", e, signal);
     }
   }
 }
 
-function checkCsrSize(csrPem: string | undefined): void {
+function checkCsrSize(csrPem: string | undefined): asserts csrPem is string {
   if (!csrPem) throw new InvalidInputError("a certificate signing request (csr_pem) is required");
   if (csrPem.length > MAX_CSR_CHARS) {
     throw new InvalidInputError("the certificate signing request is too large");
@@ -299,6 +351,13 @@ export function toServiceError(e: unknown): Partial<grpc.ServiceError> {
 
 /** The grpc-js implementation of `Identity` over {@linkcode IdentityHandlers}. */
 export function identityServiceImpl(h: IdentityHandlers, log: Logger): IdentityServer {
+  /** Aborts when the client cancels the call or its deadline passes, so a queued call leaves the queue. */
+  const cancelled = (call: grpc.ServerUnaryCall<unknown, unknown>): AbortSignal => {
+    const ac = new AbortController();
+    if (call.cancelled) ac.abort(new UnavailableError("call cancelled"));
+    else call.once("cancelled", () => ac.abort(new UnavailableError("call cancelled")));
+    return ac.signal;
+  };
   const done = <T>(p: Promise<T>, cb: grpc.sendUnaryData<T>) => {
     p.then((r) => cb(null, r), (e) => {
       if (!(e instanceof MeshrelayError)) {
@@ -308,8 +367,8 @@ export function identityServiceImpl(h: IdentityHandlers, log: Logger): IdentityS
     });
   };
   return {
-    bootstrap: (call, cb) => done(h.bootstrap(call.request, call), cb),
-    renew: (call, cb) => done(h.renew(call.request, call), cb),
-    signMeshCa: (call, cb) => done(h.signMeshCa(call.request, call), cb),
+    bootstrap: (call, cb) => done(h.bootstrap(call.request, call, cancelled(call)), cb),
+    renew: (call, cb) => done(h.renew(call.request, call, cancelled(call)), cb),
+    signMeshCa: (call, cb) => done(h.signMeshCa(call.request, call, cancelled(call)), cb),
   };
 }

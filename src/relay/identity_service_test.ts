@@ -12,16 +12,18 @@ import {
   verifyChain,
 } from "../pki/mod.ts";
 import { type CertificateResponse, IdentityClient, IdentityService } from "../proto/mod.ts";
-import { MemorySecretStore } from "../store/mod.ts";
+import { MemorySecretStore, type Secret } from "../store/mod.ts";
 import { assert, assertEquals } from "../testing/assert.ts";
-import { IdentityHandlers, identityServiceImpl } from "./identity_service.ts";
+import { AdmissionGate } from "./admission.ts";
+import { IdentityHandlers, identityServiceImpl, SIGNING_BUSY_MESSAGE } from "./identity_service.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { certificateIdentify } from "./peer_identity.ts";
 import { FailureLimiter } from "./rate_limit.ts";
 import { RevocationList } from "./revocation.ts";
+import { SecretCache } from "./secret_cache.ts";
 import { ServerTls } from "./server_tls.ts";
 import { makeTestPki, type TestPki } from "./testing_pki.ts";
-import { TokenAuthority } from "./tokens.ts";
+import { IDENTITY_TOKEN_SECRET, TokenAuthority } from "./tokens.ts";
 
 const NOW = new Date();
 const DAY = 86_400_000;
@@ -35,21 +37,45 @@ interface Rig {
   registered: Set<string>;
   shared: string;
   clock: FakeClock;
+  gate?: AdmissionGate;
+  /** Store reads per secret name (with `cache`). */
+  reads: Map<string, number>;
   stop(): void;
 }
 
-async function rig(opts: { signing?: boolean; burst?: number } = {}): Promise<Rig> {
-  const pki = await makeTestPki(NOW);
+/** A memory store counting reads per secret name. */
+class CountingStore extends MemorySecretStore {
+  reads = new Map<string, number>();
+  override get(name: string): Promise<Secret | undefined> {
+    this.reads.set(name, (this.reads.get(name) ?? 0) + 1);
+    return super.get(name);
+  }
+}
+
+async function rig(
+  opts: {
+    signing?: boolean;
+    burst?: number;
+    gate?: (clock: FakeClock, metrics: MetricsRegistry) => AdmissionGate;
+    cache?: boolean;
+  } = {},
+): Promise<Rig> {
+  const store = new CountingStore();
+  const pki = await makeTestPki(NOW, store);
   if (opts.signing === false) await pki.store.delete("relay-tls-signing-secret");
   const clock = new FakeClock(NOW);
   const tls = await ServerTls.load({ store: pki.store, clock, log: nullLogger, requestClientCert: true });
-  const tokens = new TokenAuthority({ store: pki.store });
+  const secrets = opts.cache ? new SecretCache({ store, clock, maxAgeMs: 5000 }) : undefined;
+  const tokens = new TokenAuthority({ store: pki.store, sharedTokenReader: secrets });
   const revocations = await RevocationList.load(pki.store);
   const registered = new Set(["cluster-1", "cluster-2"]);
   const metrics = new MetricsRegistry();
+  const gate = opts.gate?.(clock, metrics);
   const isRegistered = (c: string) => registered.has(c);
   const h = new IdentityHandlers({
     store: pki.store,
+    secrets,
+    admission: gate,
     tokens,
     clock,
     log: nullLogger,
@@ -67,7 +93,11 @@ async function rig(opts: { signing?: boolean; burst?: number } = {}): Promise<Ri
     server.bindAsync("127.0.0.1:0", tls.credentials, (e, p) => e ? rej(e) : res(p))
   );
   const shared = (await tokens.sharedToken())!;
+  secrets?.invalidate();
+  store.reads.clear();
   return {
+    gate,
+    reads: store.reads,
     pki,
     port,
     tokens,
@@ -331,4 +361,154 @@ Deno.test("IdentityHandlers refuses a non-positive TTL", async () => {
       issuesCertificates: true,
       clientCertTtlMs: 0,
     }), Error);
+});
+
+/** A gate whose only slot the test holds until it calls the returned release. */
+function hold(gate: AdmissionGate): () => Promise<void> {
+  let release!: () => void;
+  const held = gate.run(() => new Promise<void>((r) => release = r));
+  return async () => {
+    release();
+    await held;
+  };
+}
+
+Deno.test("signing admission: busy callers are refused fast and clearly, never charged as failures", async (t) => {
+  const r = await rig({
+    burst: 4,
+    gate: (clock, metrics) =>
+      new AdmissionGate({
+        clock,
+        metrics,
+        maxConcurrent: 1,
+        maxQueued: 0,
+        busyMessage: SIGNING_BUSY_MESSAGE,
+      }),
+  });
+  try {
+    const release = hold(r.gate!);
+    const c1 = await r.pki.client("cluster-1");
+    await t.step(
+      "Bootstrap and Renew while every slot is taken: RESOURCE_EXHAUSTED, clear message",
+      async () => {
+        // More busy answers than the failure burst allows failures.
+        for (let i = 0; i < 5; i++) {
+          const o = await call(r, "bootstrap", {
+            token: r.shared,
+            cluster: "cluster-1",
+            csrPem: (await csrFor("cluster-1")).csrPem,
+          });
+          assertEquals(o, { code: GrpcStatus.RESOURCE_EXHAUSTED, details: SIGNING_BUSY_MESSAGE });
+        }
+        const renewed = await call(r, "renew", { csrPem: (await csrFor("cluster-1")).csrPem }, c1);
+        assertEquals(renewed, { code: GrpcStatus.RESOURCE_EXHAUSTED, details: SIGNING_BUSY_MESSAGE });
+        const text = r.metrics.render();
+        assert(
+          text.includes('meshrelay_admission_refused_total{gate="signing",reason="queue_full"} 6'),
+          text,
+        );
+      },
+    );
+    await t.step("cheap refusals come first and take no place in the queue", async () => {
+      const cases: [string, Record<string, string>, number][] = [
+        ["wrong token", { token: "guess", cluster: "cluster-1" }, GrpcStatus.UNAUTHENTICATED],
+        ["unregistered cluster", { token: r.shared, cluster: "cluster-9" }, GrpcStatus.PERMISSION_DENIED],
+        ["invalid cluster name", { token: r.shared, cluster: "Bad_Name" }, GrpcStatus.INVALID_ARGUMENT],
+      ];
+      for (const [name, req, code] of cases) {
+        const o = await call(r, "bootstrap", { ...req, csrPem: (await csrFor("cluster-1")).csrPem });
+        assertEquals(codeOf(o), code, name);
+      }
+      assertEquals(r.gate!.queued, 0);
+    });
+    await t.step("once a slot is free the same peer is served: busy answers were not charged", async () => {
+      await release();
+      // The cheap refusals above spent three of the four failures the burst allows; busy spent none.
+      const o = await call(r, "bootstrap", {
+        token: r.shared,
+        cluster: "cluster-1",
+        csrPem: (await csrFor("cluster-1")).csrPem,
+      });
+      assert("ok" in o, JSON.stringify(o));
+    });
+  } finally {
+    r.stop();
+  }
+});
+
+Deno.test("signing admission: a call cancelled while queued leaves the queue and is not charged", async () => {
+  const r = await rig({
+    burst: 1,
+    gate: (clock, metrics) =>
+      new AdmissionGate({
+        clock,
+        metrics,
+        maxConcurrent: 1,
+        maxQueued: 5,
+        busyMessage: SIGNING_BUSY_MESSAGE,
+      }),
+  });
+  try {
+    const release = hold(r.gate!);
+    const client = new IdentityClient(
+      `localhost:${r.port}`,
+      grpc.credentials.createSsl(Buffer.from(r.pki.rootPem)),
+    );
+    try {
+      const csrPem = (await csrFor("cluster-1")).csrPem;
+      let code: number | undefined;
+      const ended = new Promise<void>((res) => {
+        const c = client.bootstrap({ token: r.shared, cluster: "cluster-1", csrPem }, (e) => {
+          code = e?.code;
+          res();
+        });
+        // Cancel once the server has queued it (bounded by event-loop turns, not time).
+        (async () => {
+          for (let i = 0; i < 5000 && r.gate!.queued === 0; i++) await new Promise((x) => setTimeout(x, 0));
+          c.cancel();
+        })();
+      });
+      await ended;
+      assertEquals(code, GrpcStatus.CANCELLED);
+      for (let i = 0; i < 5000 && r.gate!.queued > 0; i++) await new Promise((x) => setTimeout(x, 0));
+      assertEquals(r.gate!.queued, 0, "the cancelled call left the queue");
+    } finally {
+      client.close();
+    }
+    await release();
+    assertEquals(r.gate!.inFlight, 0);
+    const text = r.metrics.render();
+    assert(!text.includes("meshrelay_client_certificates_issued_total{"), "nothing was signed for it");
+    assert(text.includes('meshrelay_bootstrap_failures_total{reason="cancelled",rpc="bootstrap"} 1'), text);
+    // burst 1: had the cancellation been charged, this would be refused as rate limited.
+    const o = await call(r, "bootstrap", {
+      token: r.shared,
+      cluster: "cluster-1",
+      csrPem: (await csrFor("cluster-1")).csrPem,
+    });
+    assert("ok" in o, JSON.stringify(o));
+  } finally {
+    r.stop();
+  }
+});
+
+Deno.test("with a secret cache, a burst of Bootstraps reads each CA and token secret from the store once", async () => {
+  const r = await rig({ cache: true });
+  try {
+    const csrs = await Promise.all(Array.from({ length: 10 }, () => csrFor("cluster-1")));
+    const outcomes = await Promise.all(
+      csrs.map(({ csrPem }) => call(r, "bootstrap", { token: r.shared, cluster: "cluster-1", csrPem })),
+    );
+    assertEquals(outcomes.map(codeOf), outcomes.map(() => GrpcStatus.OK));
+    assertEquals(
+      Object.fromEntries(
+        ["relay-root-tls-secret", "relay-tls-signing-secret", IDENTITY_TOKEN_SECRET].map((
+          n,
+        ) => [n, r.reads.get(n)]),
+      ),
+      { "relay-root-tls-secret": 1, "relay-tls-signing-secret": 1, [IDENTITY_TOKEN_SECRET]: 1 },
+    );
+  } finally {
+    r.stop();
+  }
 });

@@ -240,7 +240,15 @@ export async function loadSigningIssuer(
   opts: { now: Date; name?: string },
 ): Promise<{ issuer: Issuer; version: string } | undefined> {
   const name = opts.name ?? SIGNING_TLS_SECRET;
-  const s = await store.get(name);
+  return await signingIssuerFrom(await store.get(name), { now: opts.now, name });
+}
+
+/** {@linkcode loadSigningIssuer} on a secret already read (e.g. through a cache). */
+export async function signingIssuerFrom(
+  s: Secret | undefined,
+  opts: { now: Date; name: string },
+): Promise<{ issuer: Issuer; version: string } | undefined> {
+  const name = opts.name;
   const crt = str(s, "tls.crt");
   const key = str(s, "tls.key");
   if (!s || !crt || !key) return undefined;
