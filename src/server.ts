@@ -26,8 +26,10 @@ import {
 } from "./cli_common.ts";
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
+  DEFAULT_ADMISSION,
   DEFAULT_CLIENT_CERT_TTL_MS,
   DEFAULT_CONNECTION_LIMITS,
+  DEFAULT_SECRET_CACHE_MAX_AGE_MS,
   IDENTITY_TOKEN_KEY,
   IDENTITY_TOKEN_SECRET,
   RelayServer,
@@ -51,6 +53,23 @@ function parseCount(v: string): number {
   }
   return n;
 }
+
+/** A queue length: a whole number, 0 meaning no queue. */
+function parseQueueLength(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) {
+    throw new InvalidArgumentError("expected a whole number (0: no queue, refuse when every slot is busy)");
+  }
+  return n;
+}
+
+/** A duration, or 0 to turn the thing off. */
+function parseDurationOrZero(v: string): number {
+  return /^\s*0+\s*$/.test(v) ? 0 : parseDuration(v);
+}
+
+/** The agent's deadline for an identity call (identity_transport.ts); a longer queue wait outlives it. */
+const AGENT_IDENTITY_DEADLINE_MS = 30_000;
 
 /** The real world the commands run in; e2e tests run the whole process instead of replacing these. */
 interface Deps {
@@ -268,6 +287,31 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         .argParser(parsePositiveInt).default(6),
     )
     .addOption(
+      new Option(
+        "--max-concurrent-signing <n>",
+        "certificate signings (Bootstrap, Renew, SignMeshCa) running at once; more wait in the signing queue",
+      ).argParser(parsePositiveInt).default(DEFAULT_ADMISSION.maxConcurrent),
+    )
+    .addOption(
+      new Option(
+        "--signing-queue <n>",
+        "calls waiting for a signing slot; beyond it callers get RESOURCE_EXHAUSTED and retry later (0: no queue)",
+      ).argParser(parseQueueLength).default(DEFAULT_ADMISSION.maxQueued),
+    )
+    .addOption(
+      new Option(
+        "--signing-queue-wait <duration>",
+        "longest wait in the signing queue before RESOURCE_EXHAUSTED (keep it below the agents' 30s deadline)",
+      ).argParser(parseDuration).default(DEFAULT_ADMISSION.maxWaitMs, "20s"),
+    )
+    .addOption(
+      new Option(
+        "--secret-cache-max-age <duration>",
+        "the signing CA, root CA and shared token are re-read at most this often on the identity path; a " +
+          "change (e.g. deleting the shared token) applies within it (0: read on every call)",
+      ).argParser(parseDurationOrZero).default(DEFAULT_SECRET_CACHE_MAX_AGE_MS, "5s"),
+    )
+    .addOption(
       new Option("--max-connections <n>", "TCP connections on the gRPC port in all (0: unlimited)")
         .argParser(parseCount).default(DEFAULT_CONNECTION_LIMITS.maxConnections),
     )
@@ -327,6 +371,15 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         log.info("using the Kubernetes backends", { server: kube.client.server, namespace: kube.namespace });
       }
       if (opts.token) await useSharedToken(store, opts.token, log);
+      if (opts.signingQueueWait >= AGENT_IDENTITY_DEADLINE_MS) {
+        log.warn(
+          "--signing-queue-wait is not below the agents' identity call deadline: agents give up first",
+          {
+            signingQueueWaitMs: opts.signingQueueWait,
+            agentDeadlineMs: AGENT_IDENTITY_DEADLINE_MS,
+          },
+        );
+      }
       const host = deps.hostname();
       // Listen before starting: a SIGTERM during start-up (a rollout, a test) must still stop cleanly.
       const stopping = deps.stopSignal();
@@ -356,6 +409,12 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         clientCertTtlMs: opts.clientCertTtl,
         reloadIntervalMs: opts.tlsReloadInterval,
         rateLimit: { burst: opts.bootstrapFailureBurst, perMinute: opts.bootstrapFailuresPerMinute },
+        signing: {
+          maxConcurrent: opts.maxConcurrentSigning,
+          maxQueued: opts.signingQueue,
+          maxWaitMs: opts.signingQueueWait,
+        },
+        secretCacheMaxAgeMs: opts.secretCacheMaxAge,
         maxMessageBytes: opts.maxMessageBytes,
         limits: {
           maxConnections: opts.maxConnections,

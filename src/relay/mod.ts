@@ -80,7 +80,20 @@ export {
 } from "./server_material.ts";
 export { REVOCATION_SECRET, RevocationList } from "./revocation.ts";
 export { type PeerIdentity } from "./peer_identity.ts";
-export { DEFAULT_CLIENT_CERT_TTL_MS } from "./identity_service.ts";
+export { DEFAULT_CLIENT_CERT_TTL_MS, SIGNING_BUSY_MESSAGE } from "./identity_service.ts";
+export {
+  AdmissionGate,
+  type AdmissionGateOptions,
+  type AdmissionLimits,
+  DEFAULT_ADMISSION,
+  resolveAdmissionLimits,
+} from "./admission.ts";
+export {
+  DEFAULT_SECRET_CACHE_MAX_AGE_MS,
+  SecretCache,
+  type SecretCacheOptions,
+  type SecretReader,
+} from "./secret_cache.ts";
 export {
   AgentIdentity,
   CLIENT_TLS_SECRET,

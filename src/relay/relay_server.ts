@@ -16,6 +16,7 @@ import type { Logger } from "../log.ts";
 import { IdentityService, RelayService } from "../proto/mod.ts";
 import { type ConfigSource, parseDeclaredConfig } from "../state/mod.ts";
 import type { SecretStore } from "../store/mod.ts";
+import { AdmissionGate, type AdmissionLimits } from "./admission.ts";
 import {
   type ConnectionLimitOptions,
   grpcLimitOptions,
@@ -23,13 +24,19 @@ import {
   resolveConnectionLimits,
 } from "./connection_limits.ts";
 import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
-import { DEFAULT_CLIENT_CERT_TTL_MS, IdentityHandlers, identityServiceImpl } from "./identity_service.ts";
+import {
+  DEFAULT_CLIENT_CERT_TTL_MS,
+  IdentityHandlers,
+  identityServiceImpl,
+  SIGNING_BUSY_MESSAGE,
+} from "./identity_service.ts";
 import { MeshCaAuthority } from "./mesh_ca.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { certificateIdentify, type Identify, insecureIdentify, tokenIdentify } from "./peer_identity.ts";
 import { FailureLimiter, type FailureLimiterOptions } from "./rate_limit.ts";
 import { RelayHub } from "./relay_hub.ts";
 import { RevocationList } from "./revocation.ts";
+import { SecretCache } from "./secret_cache.ts";
 import { ensureServerMaterial, type SecurityMode, type ServerMaterialReport } from "./server_material.ts";
 import { ServerTls } from "./server_tls.ts";
 import { relayServiceImpl } from "./sync_service.ts";
@@ -66,6 +73,13 @@ export interface RelayServerOptions {
   /** How often TLS secrets and the revocation list are re-read. Default 10,000 ms. */
   reloadIntervalMs?: number;
   rateLimit?: FailureLimiterOptions;
+  /** Admission control of certificate signing: concurrent signings, queue length, longest queue wait. */
+  signing?: AdmissionLimits;
+  /**
+   * Staleness bound (ms) of the signing CA, root CA and shared token as the identity service reads them
+   * (a SecretCache, so a Bootstrap storm does not read the store per call). Default 5,000; 0: no cache.
+   */
+  secretCacheMaxAgeMs?: number;
   maxMessageBytes?: number;
   /** Connections per peer and in all, TLS handshake timeout, streams per connection, idle timeout. */
   limits?: ConnectionLimitOptions;
@@ -158,7 +172,16 @@ export class RelayServer {
       );
     }
 
-    const tokens = new TokenAuthority({ store });
+    // Created before anything listens, so bad limits fail the start, not the first Bootstrap.
+    const signingGate = new AdmissionGate({
+      clock,
+      metrics,
+      busyMessage: SIGNING_BUSY_MESSAGE,
+      name: "signing",
+      ...o.signing,
+    });
+    const secrets = new SecretCache({ store, clock, maxAgeMs: o.secretCacheMaxAgeMs });
+    const tokens = new TokenAuthority({ store, sharedTokenReader: secrets });
     const revocations = await RevocationList.load(store);
     const limiter = new FailureLimiter(o.rateLimit);
     const limits = resolveConnectionLimits(o.limits);
@@ -242,6 +265,8 @@ export class RelayServer {
     });
     const handlers = new IdentityHandlers({
       store,
+      secrets,
+      admission: signingGate,
       tokens,
       clock,
       log,
