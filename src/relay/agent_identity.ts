@@ -14,6 +14,9 @@
  *   so, one error line is logged, and the agent retries later (the token may be provided meanwhile).
  * - A server without a signing CA (bring-your-own client certificates) answers Renew with
  *   FAILED_PRECONDITION: from then on the agent only watches its secret for a new certificate.
+ * - A busy server (RESOURCE_EXHAUSTED: its signing queue is full) or an unreachable one (UNAVAILABLE) is
+ *   transient: the same step is retried after an exponential backoff with full jitter, so a fleet that
+ *   bootstrapped at once spreads out; the token is not consumed by a refused call and is kept.
  * @module
  */
 import type { Clock } from "../clock.ts";
@@ -24,6 +27,8 @@ import {
   MeshrelayError,
   PermissionDeniedError,
   PreconditionError,
+  ResourceExhaustedError,
+  UnavailableError,
 } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -110,6 +115,11 @@ export interface AgentIdentityOptions {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+
+/** Whether retrying the same call later may succeed: the server was busy or could not be reached. */
+export function isTransientIdentityError(e: unknown): boolean {
+  return e instanceof ResourceExhaustedError || e instanceof UnavailableError;
+}
 
 /** Manages the agent's client certificate (see the module comment). */
 export class AgentIdentity {
@@ -423,7 +433,15 @@ export class AgentIdentity {
     if (refused) {
       if (await this.#o.token()) {
         this.#log.warn("the server refused our client certificate; bootstrapping again", { reason: refused });
-        const creds = await this.bootstrap(signal);
+        let creds: ClientCredentials;
+        try {
+          creds = await this.bootstrap(signal);
+        } catch (e) {
+          // Busy or unreachable: the refusal still stands, so the retry (after backoff) bootstraps again.
+          if (isTransientIdentityError(e)) this.#refused ??= refused;
+          throw e;
+        }
+        this.#backoff.reset();
         this.#setStatus({ state: "ready", serial: creds.serial, notAfter: creds.notAfter });
         return 0;
       }

@@ -1,6 +1,6 @@
 import { Buffer } from "node:buffer";
 import { FakeClock } from "../clock.ts";
-import { PreconditionError, UnavailableError } from "../errors.ts";
+import { GrpcStatus, PreconditionError, ResourceExhaustedError, UnavailableError } from "../errors.ts";
 import { memoryLogger, nullLogger } from "../log.ts";
 import { parseCertificates } from "../pki/mod.ts";
 import type { BootstrapRequest, RenewRequest } from "../proto/mod.ts";
@@ -8,7 +8,9 @@ import { MemorySecretStore, type PutOptions, type Secret } from "../store/mod.ts
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
 import { AgentIdentity, type ClientCredentials, type IdentityTransport } from "./agent_identity.ts";
 import type { ClientKeyPair } from "./client_credentials.ts";
-import { IdentityHandlers } from "./identity_service.ts";
+import { AdmissionGate } from "./admission.ts";
+import { IdentityHandlers, SIGNING_BUSY_MESSAGE } from "./identity_service.ts";
+import { errorFromStatus } from "./identity_transport.ts";
 import { certificateIdentify, type IdentifiableCall } from "./peer_identity.ts";
 import { FailureLimiter } from "./rate_limit.ts";
 import { splitTrust } from "./server_tls.ts";
@@ -20,9 +22,13 @@ const DAY = 86_400_000;
 const dec = new TextDecoder();
 
 /** The real server-side handlers, called without a network; records what the agent sent. */
-async function setup(opts: { ttlMs?: number; issues?: boolean } = {}) {
+async function setup(opts: { ttlMs?: number; issues?: boolean; busyGate?: boolean } = {}) {
   const start = new Date();
   const clock = new FakeClock(start);
+  // One signing slot and no queue: while the test holds the slot, every signing is refused as busy.
+  const gate = opts.busyGate
+    ? new AdmissionGate({ clock, maxConcurrent: 1, maxQueued: 0, busyMessage: SIGNING_BUSY_MESSAGE })
+    : undefined;
   const pki = await makeTestPki(start);
   const trust = splitTrust([pki.signing.certificate, ...parseCertificates(pki.rootPem)]);
   const h = new IdentityHandlers({
@@ -35,11 +41,15 @@ async function setup(opts: { ttlMs?: number; issues?: boolean } = {}) {
     identifyCertificate: certificateIdentify({ trust: () => trust, clock, isRegistered: () => true }),
     issuesCertificates: opts.issues ?? true,
     clientCertTtlMs: opts.ttlMs ?? 10 * DAY,
+    admission: gate,
   });
   const sent: string[] = [];
-  const transport: IdentityTransport & { failNext?: Error } = {
+  const transport: IdentityTransport & { failNext?: Error; failBootstraps: Error[] } = {
+    failBootstraps: [],
     bootstrap(req: BootstrapRequest) {
       sent.push(JSON.stringify(req));
+      const e = transport.failBootstraps.shift();
+      if (e) return Promise.reject(e);
       return h.bootstrap(req, { getPeer: () => "ipv4:10.0.0.1:1" });
     },
     renew(req: RenewRequest, cur: ClientKeyPair) {
@@ -59,7 +69,17 @@ async function setup(opts: { ttlMs?: number; issues?: boolean } = {}) {
     },
   };
   const shared = dec.decode((await pki.store.get(IDENTITY_TOKEN_SECRET))!.data.token);
-  return { clock, pki, transport, sent, shared };
+  return { clock, pki, transport, sent, shared, gate };
+}
+
+/** Takes the gate's only slot until the returned function is called. */
+function holdSlot(gate: AdmissionGate): () => Promise<void> {
+  let release!: () => void;
+  const held = gate.run(() => new Promise<void>((r) => release = r));
+  return async () => {
+    release();
+    await held;
+  };
 }
 
 function agent(
@@ -293,4 +313,119 @@ Deno.test("short-lived certificates: the window ignores the backdated notBefore,
   const again = await b.ensure();
   const restartMs = b.renewalTime(again).getTime() - now;
   assert(restartMs > 3000 && restartMs < 6000, `after a restart: ${restartMs} ms`);
+});
+
+Deno.test("busy or unavailable server: transient, retried with backoff, the certificate comes in the end", async (t) => {
+  await t.step("the gRPC statuses map to the transient errors", () => {
+    assert(
+      errorFromStatus({ code: GrpcStatus.RESOURCE_EXHAUSTED, details: "x" }) instanceof
+        ResourceExhaustedError,
+    );
+    assert(errorFromStatus({ code: GrpcStatus.UNAVAILABLE, details: "x" }) instanceof UnavailableError);
+    assert(errorFromStatus({ code: GrpcStatus.DEADLINE_EXCEEDED, details: "x" }) instanceof UnavailableError);
+  });
+
+  const cases: { name: string; refuse: (s: Awaited<ReturnType<typeof setup>>) => () => Promise<void> }[] = [
+    {
+      name: "Bootstrap refused as busy by the server's signing gate (per-cluster token kept)",
+      refuse: (s) => holdSlot(s.gate!),
+    },
+    {
+      name: "Bootstrap while the server is unreachable",
+      refuse: (s) => {
+        s.transport.failBootstraps.push(
+          ...[1, 2, 3].map(() => new UnavailableError("relay server: connection refused")),
+        );
+        return () => Promise.resolve();
+      },
+    },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, async () => {
+      const s = await setup({ busyGate: true });
+      // A single-use token: a refused attempt must not consume it, or the retry would fail for good.
+      const { token } = await new TokenAuthority({ store: s.pki.store }).create("cluster-1", {
+        now: s.clock.now(),
+        ttlMs: DAY,
+      });
+      const log = memoryLogger();
+      const a = agent(s, { token: () => Promise.resolve(token), log });
+      const release = c.refuse(s);
+      const ac = new AbortController();
+      const loop = a.run(ac.signal);
+      try {
+        // random 0.5 and full jitter: waits of 500, 1000, 2000 ms (half of 1 s doubling).
+        for (const [i, waitMs] of [500, 1000, 2000].entries()) {
+          await s.clock.waitForSleepers(1);
+          assertEquals(s.sent.length, i + 1);
+          assertEquals(a.status().state, "error");
+          assertEquals(a.current(), undefined);
+          await s.clock.advance(waitMs - 1);
+          assertEquals(s.sent.length, i + 1, "not before the backoff elapsed");
+          if (i === 2) await release();
+          await s.clock.advance(1);
+        }
+        await s.clock.waitForSleepers(1);
+        assertEquals(s.sent.length, 4);
+        assertEquals(a.status().state, "ready");
+        assert(a.current(), "bootstrapped with the same token after the refusals");
+        const said = log.lines.filter((l) => l.level === "error").map((l) => String(l.msg));
+        assert(said.length >= 1 && said.every((m) => !m.includes("token")), JSON.stringify(said));
+      } finally {
+        ac.abort();
+        await loop;
+      }
+    });
+  }
+
+  await t.step("Renew refused as busy: the current pair is kept and renewal retried", async () => {
+    const s = await setup({ busyGate: true });
+    const a = agent(s);
+    const first = await a.ensure();
+    const release = holdSlot(s.gate!);
+    const ac = new AbortController();
+    const loop = a.run(ac.signal);
+    try {
+      await s.clock.waitForSleepers(1);
+      await s.clock.advance(a.renewalTime(first).getTime() - s.clock.now().getTime());
+      await s.clock.waitForSleepers(1);
+      assertEquals(a.status().state, "error");
+      assert(a.status().message!.includes(SIGNING_BUSY_MESSAGE), a.status().message);
+      assertEquals(a.current()!.serial, first.serial);
+      await release();
+      await s.clock.advance(500);
+      await s.clock.waitForSleepers(1);
+      assertEquals(a.status().state, "ready");
+      assert(a.current()!.serial !== first.serial);
+    } finally {
+      ac.abort();
+      await loop;
+    }
+  });
+
+  await t.step("re-bootstrap after the server refused our certificate, first refused as busy", async () => {
+    const s = await setup({ busyGate: true });
+    const a = agent(s);
+    const first = await a.ensure();
+    const ac = new AbortController();
+    const loop = a.run(ac.signal);
+    try {
+      await s.clock.waitForSleepers(1);
+      const release = holdSlot(s.gate!);
+      a.markRefused("certificate revoked");
+      await s.clock.waitForSleepers(1);
+      assertEquals(a.status().state, "error");
+      await release();
+      await s.clock.advance(500);
+      await s.clock.waitForSleepers(1);
+      assertEquals(a.status().state, "ready");
+      assert(
+        a.current()!.serial !== first.serial,
+        "the refusal was not forgotten because of the busy answer",
+      );
+    } finally {
+      ac.abort();
+      await loop;
+    }
+  });
 });
