@@ -255,3 +255,21 @@ Deno.test("rotation with a short client certificate lifetime: renewed over mTLS,
     );
   });
 });
+
+Deno.test("after bootstrapping, an agent holds one connection to the server, not one per channel it made", async () => {
+  // The agent makes a channel for Bootstrap and, while its certificate arrives, abandons a Sync channel
+  // that was still connecting; grpc-js leaked such a channel's connection (src/relay/close_client.ts).
+  await withRelay("one-connection", async (ws) => {
+    const s = await ws.server(serverArgs(ws.dir, ws.config));
+    const token = await readToken(`${ws.dir}/server`);
+    const agent = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "agent", {
+      MESHRELAY_TOKEN: token,
+    });
+    await agent.waitForLine((l) => l.msg === "in sync with the server", "in sync");
+    const open = () => metricValue(s.metricsPort!, "meshrelay_connections_open");
+    // Channels are closed once they settle, a moment after the agent is in sync.
+    await waitFor("one open connection", async () => await open() === 1, 10_000).catch(async (e) => {
+      throw new Error(`${e.message}: ${await open()} open`);
+    });
+  });
+});

@@ -5,6 +5,7 @@
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
+import { closeClient } from "./close_client.ts";
 import {
   AuthenticationError,
   GrpcStatus,
@@ -70,7 +71,7 @@ export function grpcIdentityTransport(
       req: Req,
       deadline: Date,
       cb: (e: grpc.ServiceError | null, r: Res) => void,
-    ) => void,
+    ) => grpc.ClientUnaryCall,
     req: Req,
     signal?: AbortSignal,
   ): Promise<Res> => {
@@ -85,16 +86,17 @@ export function grpcIdentityTransport(
     try {
       return await new Promise<Res>((resolve, reject) => {
         const deadline = new Date(Date.now() + (opts.deadlineMs ?? 30_000));
-        const onAbort = () => c.close();
-        signal?.addEventListener("abort", onAbort, { once: true });
-        fn(c, req, deadline, (e, r) => {
+        const pending = fn(c, req, deadline, (e, r) => {
           signal?.removeEventListener("abort", onAbort);
           if (e) reject(errorFromStatus(e));
           else resolve(r);
         });
+        const onAbort = () => pending.cancel();
+        if (signal?.aborted) onAbort();
+        else signal?.addEventListener("abort", onAbort, { once: true });
       });
     } finally {
-      c.close();
+      closeClient(c);
     }
   };
   return {

@@ -18,6 +18,7 @@ import type { SecretStore } from "../store/mod.ts";
 import { AgentIdentity, type ClientCredentials } from "./agent_identity.ts";
 import type { BackoffOptions } from "./backoff.ts";
 import { channelFor, sessionMetadata } from "./client_credentials.ts";
+import { closeClient } from "./close_client.ts";
 import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
 import { grpcIdentityTransport } from "./identity_transport.ts";
 import { MeshCaAgent } from "./mesh_ca_agent.ts";
@@ -167,7 +168,7 @@ export class RelayAgent {
         client = new RelayClient(ch.target, ch.credentials, ch.options);
         return {
           stream: client.sync(sessionMetadata(o.cluster, await o.token())),
-          release: () => client.close(),
+          release: () => closeClient(client),
         };
       }
       if (o.mode === "tls") {
@@ -180,7 +181,7 @@ export class RelayAgent {
         client = new RelayClient(ch.target, ch.credentials, ch.options);
         return {
           stream: client.sync(sessionMetadata(o.cluster, await o.token())),
-          release: () => client.close(),
+          release: () => closeClient(client),
         };
       }
       let creds = identity!.current();
@@ -208,7 +209,7 @@ export class RelayAgent {
         options: channelOptions,
       });
       client = new RelayClient(ch.target, ch.credentials, ch.options);
-      return { stream: client.sync(), release: () => client.close() };
+      return { stream: client.sync(), release: () => closeClient(client) };
     };
 
     sync = new SyncAgent({

@@ -21,6 +21,7 @@ import {
   resourceVersionOf,
 } from "../state/mod.ts";
 import { MetricsRegistry } from "./metrics.ts";
+import { closeClient } from "./close_client.ts";
 import { RelayHub } from "./relay_hub.ts";
 import type { SyncDialer } from "./sync_agent.ts";
 import { type Identify, relayServiceImpl } from "./sync_service.ts";
@@ -154,7 +155,7 @@ export function testDialer(
     });
     const md = new grpc.Metadata();
     md.set(TEST_CLUSTER_METADATA, cluster);
-    return { stream: client.sync(md), release: () => client.close() };
+    return { stream: client.sync(md), release: () => closeClient(client) };
   };
 }
 
