@@ -21,6 +21,14 @@ import { Command } from "commander";
 import { FileSecretStore } from "../src/store/mod.ts";
 import { makeTestPki } from "../src/relay/testing_pki.ts";
 import { FANOUT_CONFIGMAP } from "../bench/relay_loadgen.ts";
+import {
+  diffHeapSummaries,
+  formatHeapSummary,
+  type HeapSummary,
+  memoryOf,
+  summarizeHeapSnapshot,
+  takeHeapSnapshot,
+} from "./heap_snapshot.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const now = (): number => performance.timeOrigin + performance.now();
@@ -187,6 +195,8 @@ interface Options {
   serverFlags?: string[];
   /** Skip the kill -9 storm (so a profiled server exits normally and writes its profile). */
   noStorm?: boolean;
+  /** Heap snapshots of the server, idle and with N agents, written as FILE-<n>-{idle,held}.heapsnapshot. */
+  heapSnapshot?: string;
   rounds: number;
   ingest: number;
   perLoadgen: number;
@@ -335,6 +345,18 @@ class RelayProcess {
   }
 }
 
+/** A heap snapshot of the server written to `file`, summarized. */
+async function snapshot(inspect: string, file: string): Promise<HeapSummary> {
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)}`;
+  const m = await memoryOf(inspect);
+  log(`meshrelay: memory (MiB) ${Object.entries(m).map(([k, v]) => `${k}=${mib(v)}`).join(" ")}`);
+  const text = await takeHeapSnapshot(inspect);
+  await Deno.writeTextFile(file, text);
+  const s = summarizeHeapSnapshot(text);
+  log(`meshrelay: heap snapshot ${file}: ${Math.round(s.totalBytes / 2 ** 20)} MiB live`);
+  return s;
+}
+
 async function runRelay(n: number, o: Options, tmp: string, rootPem: string, token: string): Promise<Json> {
   const clusters = Array.from({ length: n }, (_, i) => `bench-${String(i).padStart(5, "0")}`);
   const configDir = `${tmp}/config`;
@@ -345,10 +367,12 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
 
   const port = freePort();
   const mport = freePort();
+  const inspect = o.heapSnapshot ? `127.0.0.1:${freePort()}` : undefined;
   const server = new RelayProcess(
     [
       "run",
       "-A",
+      ...(inspect ? [`--inspect=${inspect}`] : []),
       ...(o.serverV8Flags ? [`--v8-flags=${o.serverV8Flags}`] : []),
       ...(o.serverFlags ?? []),
       "mod.ts",
@@ -382,6 +406,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
   const groups = split(clusters, o.perLoadgen);
   const gens = startLoadgens(groups.length, tmp);
   const result: Json = { serverStartupMs: Math.round(startupMs), rssIdleBytes: rss0 };
+  const idleHeap = inspect ? await snapshot(inspect, `${o.heapSnapshot}-${n}-idle.heapsnapshot`) : undefined;
   try {
     await Promise.all(gens.map((g) => g.ready()));
     // --- bootstrap storm: all at once, or in waves of `--wave` agents (each wave waits for the last)
@@ -432,6 +457,16 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
     const stats0 = await all(gens, { cmd: "stats" });
     const fullDiscoveryBytes = stats0.reduce((s, x) => s + x.discoveryBytesSent, 0);
     log(`meshrelay: RSS ${Math.round(rssN / 2 ** 20)} MiB with ${result.connectedHeld} agents held`);
+    if (inspect && idleHeap) {
+      const held = await snapshot(inspect, `${o.heapSnapshot}-${n}-held.heapsnapshot`);
+      const grown = diffHeapSummaries(idleHeap, held);
+      log(
+        `meshrelay: heap with ${n} agents held vs idle\n` +
+          formatHeapSummary(grown, { top: 40, perUnit: { n, unit: "agent" } }),
+      );
+      result.heapHeldBytes = held.totalBytes;
+      result.heapIdleBytes = idleHeap.totalBytes;
+    }
 
     // --- fan-out: a config file change until every agent applied it
     const fan: number[] = [];
@@ -707,6 +742,11 @@ if (import.meta.main) {
     .option("--server-flags <flags>", "extra deno run flags for the server, space-separated (profiling)")
     .option("--no-storm", "skip the kill -9 reconnect storm")
     .option(
+      "--heap-snapshot <prefix>",
+      "take server heap snapshots (idle and with N agents) into PREFIX-N-{idle,held}.heapsnapshot and print " +
+        "what grew per agent",
+    )
+    .option(
       "--wave <n>",
       "bootstrap in waves of n agents, each after the last is in sync (0: all at once; default: all at once " +
         "up to 1,000 agents, waves of 1,000 above)",
@@ -722,6 +762,7 @@ if (import.meta.main) {
     keep: !!opts.keep,
     serverV8Flags: opts.serverV8Flags,
     noStorm: opts.storm === false,
+    heapSnapshot: opts.heapSnapshot,
     wave: opts.wave === undefined ? -1 : Number(opts.wave),
     serverFlags: opts.serverFlags ? String(opts.serverFlags).split(" ").filter(Boolean) : undefined,
   };
