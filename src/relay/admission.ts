@@ -79,6 +79,7 @@ export class AdmissionGate {
   /** Insertion-ordered: the first entry is the head of the queue; deleting any entry is O(1). */
   #queue = new Set<Waiter>();
   #labels: { gate: string };
+  #refusals = new WeakSet<Error>();
   #m?: { inFlight: Gauge; queued: Gauge; refused: Counter; wait: Histogram };
 
   constructor(opts: AdmissionGateOptions) {
@@ -111,6 +112,11 @@ export class AdmissionGate {
   /** Calls waiting now. */
   get queued(): number {
     return this.#queue.size;
+  }
+
+  /** Whether `e` is a busy refusal of this gate (callers log those quietly: they are load, not faults). */
+  refused(e: unknown): boolean {
+    return e instanceof Error && this.#refusals.has(e);
   }
 
   /**
@@ -185,7 +191,9 @@ export class AdmissionGate {
 
   #refuse(reason: "queue_full" | "wait_expired"): Promise<never> {
     this.#m?.refused.inc({ ...this.#labels, reason });
-    return Promise.reject(new ResourceExhaustedError(this.#busy));
+    const e = new ResourceExhaustedError(this.#busy);
+    this.#refusals.add(e);
+    return Promise.reject(e);
   }
 
   #gauges(): void {

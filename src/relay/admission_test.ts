@@ -228,12 +228,16 @@ Deno.test("admission gate: limits are validated, defaults are sensible", async (
     assertEquals(g.limits, DEFAULT_ADMISSION);
     assert(DEFAULT_ADMISSION.maxWaitMs < 30_000, "below the agent's call deadline");
   });
-  await t.step("the default refusal names no detail", async () => {
+  await t.step("the default refusal names no detail, and the gate knows its own refusals", async () => {
     const g = new AdmissionGate({ clock, maxConcurrent: 1, maxQueued: 0 });
     const hold = deferred();
     const a = g.run(() => hold.promise);
     const e = await assertRejects(() => g.run(() => Promise.resolve()), ResourceExhaustedError);
     assertEquals(e.message, "server busy, retry later");
+    assertEquals(
+      [g.refused(e), g.refused(new ResourceExhaustedError("server busy, retry later")), g.refused("x")],
+      [true, false, false],
+    );
     hold.resolve();
     await a;
   });

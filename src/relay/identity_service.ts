@@ -216,7 +216,10 @@ export class IdentityHandlers {
     if (reason !== "resource_exhausted" && reason !== "failed_precondition" && reason !== "internal") {
       this.#o.limiter.fail(peer, now);
     }
-    this.#log.warn(`${rpc} refused`, {
+    // Busy answers are load, not faults: a storm would write one warning per agent and retry. The
+    // admission metrics count them.
+    const level = this.#gate.refused(e) ? "debug" : "warn";
+    this.#log[level](`${rpc} refused`, {
       peer,
       reason,
       error: e instanceof MeshrelayError ? e.message : "internal",

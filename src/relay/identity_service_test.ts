@@ -2,7 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { FakeClock } from "../clock.ts";
 import { GrpcStatus } from "../errors.ts";
-import { nullLogger } from "../log.ts";
+import { type Logger, memoryLogger, nullLogger } from "../log.ts";
 import {
   createCsr,
   dnsNamesOf,
@@ -58,6 +58,7 @@ async function rig(
     burst?: number;
     gate?: (clock: FakeClock, metrics: MetricsRegistry) => AdmissionGate;
     cache?: boolean;
+    log?: Logger;
   } = {},
 ): Promise<Rig> {
   const store = new CountingStore();
@@ -78,7 +79,7 @@ async function rig(
     admission: gate,
     tokens,
     clock,
-    log: nullLogger,
+    log: opts.log ?? nullLogger,
     limiter: new FailureLimiter({ burst: opts.burst ?? 100 }),
     isRegistered,
     identifyCertificate: certificateIdentify({ trust: () => tls.trust, clock, isRegistered, revocations }),
@@ -374,7 +375,9 @@ function hold(gate: AdmissionGate): () => Promise<void> {
 }
 
 Deno.test("signing admission: busy callers are refused fast and clearly, never charged as failures", async (t) => {
+  const log = memoryLogger();
   const r = await rig({
+    log,
     burst: 4,
     gate: (clock, metrics) =>
       new AdmissionGate({
@@ -407,6 +410,12 @@ Deno.test("signing admission: busy callers are refused fast and clearly, never c
           text.includes('meshrelay_admission_refused_total{gate="signing",reason="queue_full"} 6'),
           text,
         );
+        // Load, not faults: logged at debug (a storm would otherwise write a warning per agent and retry).
+        const refusals = log.lines.filter((l) => String(l.msg).endsWith(" refused"));
+        assertEquals(
+          refusals.map((l) => `${l.level} ${l.reason}`),
+          Array(6).fill("debug resource_exhausted"),
+        );
       },
     );
     await t.step("cheap refusals come first and take no place in the queue", async () => {
@@ -420,6 +429,8 @@ Deno.test("signing admission: busy callers are refused fast and clearly, never c
         assertEquals(codeOf(o), code, name);
       }
       assertEquals(r.gate!.queued, 0);
+      const warned = log.lines.filter((l) => l.level === "warn" && String(l.msg) === "bootstrap refused");
+      assertEquals(warned.map((l) => l.reason), ["unauthenticated", "permission_denied", "invalid_argument"]);
     });
     await t.step("once a slot is free the same peer is served: busy answers were not charged", async () => {
       await release();
