@@ -6,21 +6,17 @@
  */
 import {
   type Extension,
+  ExtensionFactory,
   Pkcs10CertificateRequest,
   Pkcs10CertificateRequestGenerator,
   SubjectAlternativeNameExtension,
 } from "@peculiar/x509";
 import type { X509Certificate } from "@peculiar/x509";
 import { InvalidInputError, PermissionDeniedError } from "../errors.ts";
+import { oid, readTlv, Tag } from "./der.ts";
 import { MalformedExtensionError, readBasicConstraints, readSubjectAltNames } from "./extensions.ts";
-import { issueCertificate, type Issuer } from "./issue.ts";
-import {
-  classifyPublicKey,
-  importPublicKey,
-  type KeyAlgorithm,
-  type KeyPair,
-  signatureParams,
-} from "./keys.ts";
+import { bytesEqual, issueForSubjectKey, type Issuer } from "./issue.ts";
+import { canonicalPublicKey, type KeyAlgorithm, type KeyPair, signatureParams } from "./keys.ts";
 import { checkDnsName, escapeRdnValue, parseSubject } from "./names.ts";
 import { decodeBase64, findPemBlocks } from "./pem.ts";
 
@@ -67,7 +63,8 @@ export interface SignCsrOptions {
 export interface CheckedCsr {
   csr: Pkcs10CertificateRequest;
   algorithm: KeyAlgorithm;
-  publicKey: CryptoKey;
+  /** The key re-encoded from its decoded form (DER SubjectPublicKeyInfo), never the requester's bytes. */
+  spki: Uint8Array;
   dnsNames: string[];
   requestsCa: boolean;
 }
@@ -104,7 +101,7 @@ export async function checkCsr(csrPem: string, what = "CSR"): Promise<CheckedCsr
   } catch (e) {
     throw new InvalidInputError(`${what}: not a valid PKCS#10 certificate request`, { cause: e });
   }
-  const key = classifyPublicKey(spki);
+  const key = canonicalPublicKey(spki);
   if ("problem" in key) throw new InvalidInputError(`${what}: ${key.problem}`);
   const family = key.algorithm.startsWith("rsa-")
     ? "rsa"
@@ -129,20 +126,64 @@ export async function checkCsr(csrPem: string, what = "CSR"): Promise<CheckedCsr
   let dnsNames: string[];
   let requestsCa: boolean;
   try {
-    const sans = readSubjectAltNames(csr);
+    const requested = { extensions: requestedExtensions(der) };
+    const sans = readSubjectAltNames(requested);
     const others = sans.filter((n) => n.type !== "dns");
     if (others.length > 0) {
       throw new PermissionDeniedError(`${what}: asks for subject alternative names other than DNS names`);
     }
     dnsNames = sans.map((n) => n.value.toLowerCase().replace(/\.$/, ""));
-    requestsCa = readBasicConstraints(csr)?.ca === true;
+    requestsCa = readBasicConstraints(requested)?.ca === true;
   } catch (e) {
     if (e instanceof PermissionDeniedError) throw e;
     const detail = e instanceof MalformedExtensionError ? e.message : "malformed extensions";
     throw new InvalidInputError(`${what}: ${detail}`, { cause: e });
   }
-  const publicKey = await importPublicKey(spki, key.algorithm);
-  return { csr, algorithm: key.algorithm, publicKey, dnsNames, requestsCa };
+  return { csr, algorithm: key.algorithm, spki: key.spki, dnsNames, requestsCa };
+}
+
+const EXTENSION_REQUEST = oid("1.2.840.113549.1.9.14");
+
+/**
+ * The extensions a CSR asks for (its first extensionRequest attribute, as Pkcs10CertificateRequest's
+ * `extensions` takes them), each decoded by @peculiar/x509's ExtensionFactory. `der` has already parsed
+ * as a CSR; we walk it ourselves because the library's getter re-serialises and re-parses every attribute
+ * and extension on the way (a tenth of signCsr's time). Throws on anything that is not strict DER.
+ */
+function requestedExtensions(der: Uint8Array): Extension[] {
+  const malformed = (): never => {
+    throw new Error("malformed certificate request attributes");
+  };
+  const next = (at: number, end: number, tag?: number) => {
+    const t = readTlv(der, at, end) ?? malformed();
+    if (tag !== undefined && t.tag !== tag) malformed();
+    return t;
+  };
+  const request = next(0, der.length, Tag.sequence);
+  const info = next(request.start, request.end, Tag.sequence);
+  let at = info.start;
+  // version, subject, subjectPKInfo
+  for (const tag of [Tag.integer, Tag.sequence, Tag.sequence]) at = next(at, info.end, tag).end;
+  if (at === info.end) return [];
+  // attributes [0] IMPLICIT SET OF Attribute
+  const attributes = next(at, info.end, 0xa0);
+  for (let a = attributes.start; a < attributes.end;) {
+    const attribute = next(a, attributes.end, Tag.sequence);
+    a = attribute.end;
+    const type = next(attribute.start, attribute.end, Tag.oid);
+    if (!bytesEqual(der.subarray(attribute.start, type.end), EXTENSION_REQUEST)) continue;
+    const values = next(type.end, attribute.end, Tag.set);
+    if (values.start === values.end) return [];
+    const list = next(values.start, values.end, Tag.sequence);
+    const out: Extension[] = [];
+    for (let e = list.start; e < list.end;) {
+      const end = next(e, list.end, Tag.sequence).end;
+      out.push(ExtensionFactory.create(der.slice(e, end)));
+      e = end;
+    }
+    return out;
+  }
+  return [];
 }
 
 /**
@@ -173,13 +214,12 @@ export async function signCsr(csrPem: string, opts: SignCsrOptions): Promise<X50
   }
   // The CSR's own subject is attacker-chosen text: we use ours.
   const subject = opts.subject ?? `CN=${escapeRdnValue(expected[0])}`;
-  return await issueCertificate({
+  return await issueForSubjectKey({
     profile: opts.profile,
     subject,
     dnsNames: expected,
-    publicKey: checked.publicKey,
     issuer: opts.issuer,
     now: opts.now,
     validityMs: opts.validityMs,
-  });
+  }, checked);
 }

@@ -230,6 +230,34 @@ Deno.test("signCsr is safe against hostile CSRs", async (t) => {
         "2.5.29.37",
       ]);
     });
+    await t.step(
+      "the key is re-encoded, not copied: a compressed point comes back uncompressed",
+      async () => {
+        await o(["ec", "-in", "ec.pem", "-conv_form", "compressed", "-out", "ec-compressed.pem"]);
+        const pem = await req("ec-compressed.pem", ["subjectAltName=DNS:cluster-1"]);
+        const cert = await signCsr(pem, base);
+        const full = await o(["pkey", "-in", "ec.pem", "-pubout", "-outform", "DER", "-out", "ec-pub.der"])
+          .then(() => Deno.readFile(`${dir}/ec-pub.der`));
+        assertEquals(new Uint8Array(cert.publicKey.rawData), full);
+      },
+    );
+    await t.step("other attributes (challengePassword) next to the extension request are fine", async () => {
+      await Deno.writeTextFile(
+        `${dir}/cp.cnf`,
+        "[req]\ndistinguished_name=dn\nattributes=attrs\nprompt=no\n[dn]\nCN=cluster-1\n" +
+          "[attrs]\nchallengePassword=secret12\n",
+      );
+      const pem = await opensslOk(
+        ["req", "-new", "-key", "ec.pem", "-config", "cp.cnf", "-addext", "subjectAltName=DNS:cluster-1"],
+        { cwd: dir },
+      );
+      const cert = await signCsr(pem, base);
+      assertEquals(readSubjectAltNames(cert), [{ type: "dns", value: "cluster-1" }]);
+      await assertRejects(
+        () => signCsr(pem, { ...base, expectDnsNames: ["cluster-2"] }),
+        PermissionDeniedError,
+      );
+    });
     await t.step("istio-intermediate-ca may ask for CA:TRUE and gets pathLen 0", async () => {
       const pem = await req("ec.pem", [
         "subjectAltName=DNS:istiod.istio-system.svc",

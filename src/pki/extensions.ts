@@ -1,8 +1,9 @@
 /**
- * Reading X.509 extensions by OID. Every reader re-decodes the raw extension with the typed class
- * itself, because @peculiar/x509's lookup by class returns null for CSR extensions (field notes) and we
- * want one code path for certificates and CSRs. Malformed extensions raise MalformedExtensionError so
- * callers can map them to their own error (InvalidInputError for input, VerificationError in a chain).
+ * Reading X.509 extensions by OID. Lookup is by OID, not by class, because @peculiar/x509's lookup by
+ * class returns null for CSR extensions (field notes) and we want one code path for certificates and CSRs;
+ * an extension the library did not already decode as the typed class is decoded from its bytes. Malformed
+ * extensions raise MalformedExtensionError so callers can map them to their own error (InvalidInputError
+ * for input, VerificationError in a chain).
  * @module
  */
 import {
@@ -72,6 +73,14 @@ function only(holder: HasExtensions, oid: string, name: string): Extension | und
   return found[0];
 }
 
+/**
+ * `ext` as the typed class `Type`: the instance itself when the library already decoded it as one (a
+ * certificate's or our CSR reader's extensions come from ExtensionFactory), else decoded from its bytes.
+ */
+function typed<T extends Extension>(ext: Extension, Type: new (raw: ArrayBuffer) => T): T {
+  return ext instanceof Type ? ext : new Type(ext.rawData);
+}
+
 function decode<T>(name: string, f: () => T): T {
   try {
     return f();
@@ -87,7 +96,7 @@ export function readBasicConstraints(
   const ext = only(holder, OID.basicConstraints, "basicConstraints");
   if (!ext) return undefined;
   return decode("basicConstraints", () => {
-    const bc = new BasicConstraintsExtension(ext.rawData);
+    const bc = typed(ext, BasicConstraintsExtension);
     return { ca: bc.ca === true, pathLength: bc.pathLength, critical: ext.critical };
   });
 }
@@ -98,7 +107,7 @@ export function readKeyUsage(holder: HasExtensions): { usages: number; critical:
   if (!ext) return undefined;
   return decode(
     "keyUsage",
-    () => ({ usages: new KeyUsagesExtension(ext.rawData).usages, critical: ext.critical }),
+    () => ({ usages: typed(ext, KeyUsagesExtension).usages, critical: ext.critical }),
   );
 }
 
@@ -107,7 +116,7 @@ export function readExtKeyUsage(holder: HasExtensions): { oids: string[]; critic
   const ext = only(holder, OID.extKeyUsage, "extKeyUsage");
   if (!ext) return undefined;
   return decode("extKeyUsage", () => ({
-    oids: Array.from(new ExtendedKeyUsageExtension(ext.rawData).usages, String),
+    oids: Array.from(typed(ext, ExtendedKeyUsageExtension).usages, String),
     critical: ext.critical,
   }));
 }
@@ -125,7 +134,7 @@ export function readSubjectAltNames(holder: HasExtensions): AltName[] {
   return decode(
     "subjectAltName",
     () =>
-      new SubjectAlternativeNameExtension(ext.rawData).names.items.map((n) => ({
+      typed(ext, SubjectAlternativeNameExtension).names.items.map((n) => ({
         type: n.type,
         value: n.value,
       })),
@@ -138,7 +147,7 @@ export function readSubjectKeyId(holder: HasExtensions): string | undefined {
   if (!ext) return undefined;
   return decode(
     "subjectKeyIdentifier",
-    () => new SubjectKeyIdentifierExtension(ext.rawData).keyId.toLowerCase(),
+    () => typed(ext, SubjectKeyIdentifierExtension).keyId.toLowerCase(),
   );
 }
 
@@ -148,7 +157,7 @@ export function readAuthorityKeyId(holder: HasExtensions): string | undefined {
   if (!ext) return undefined;
   return decode(
     "authorityKeyIdentifier",
-    () => new AuthorityKeyIdentifierExtension(ext.rawData).keyId?.toLowerCase(),
+    () => typed(ext, AuthorityKeyIdentifierExtension).keyId?.toLowerCase(),
   );
 }
 

@@ -1,8 +1,21 @@
+import {
+  AuthorityKeyIdentifierExtension,
+  BasicConstraintsExtension,
+  ExtendedKeyUsageExtension,
+  type Extension,
+  KeyUsagesExtension,
+  PublicKey,
+  SubjectAlternativeNameExtension,
+  SubjectKeyIdentifierExtension,
+  type X509Certificate,
+  X509CertificateGenerator,
+} from "@peculiar/x509";
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "../testing/assert.ts";
 import { InvalidInputError } from "../errors.ts";
 import {
   EKU,
   KeyUsage,
+  OID,
   readAuthorityKeyId,
   readBasicConstraints,
   readExtKeyUsage,
@@ -17,8 +30,10 @@ import {
   keyIdOf,
   type Profile,
   randomSerialHex,
+  toHex,
 } from "./issue.ts";
-import { exportSpki, generateKeyPair, type KeyAlgorithm } from "./keys.ts";
+import { exportSpki, generateKeyPair, type KeyAlgorithm, signatureParams } from "./keys.ts";
+import { canonicalIp } from "./names.ts";
 import { DAY, makeCaPair, NOW, rawCert } from "./test_support.ts";
 
 Deno.test("randomSerialHex: 128-bit, positive, never zero, unique", async (t) => {
@@ -306,4 +321,147 @@ Deno.test("issueCertificate refuses what would make a broken or unsafe certifica
       assertStringIncludes(e.message, c.expect);
     });
   }
+});
+
+Deno.test("issueCertificate encodes what @peculiar/x509's generator does for the same fields", async (t) => {
+  // An independent encoder as the reference: same serial, dates, names, key and extensions must give
+  // byte-identical to-be-signed bytes (the signature differs only by ECDSA's randomness).
+  const tbsOf = (c: X509Certificate) => new Uint8Array((c as unknown as { tbs: ArrayBuffer }).tbs);
+  const subjectKeys = {
+    "ecdsa-p256": await generateKeyPair(),
+    "rsa-2048": await generateKeyPair("rsa-2048"),
+  };
+  const profiles: Profile[] = ["root-ca", "intermediate-ca", "istio-intermediate-ca", "server", "client"];
+  for (const issuerAlg of ["ecdsa-p256", "ecdsa-p384", "rsa-2048", "ed25519"] as KeyAlgorithm[]) {
+    const rk = await generateKeyPair(issuerAlg);
+    const root = await issueCertificate({
+      profile: "root-ca",
+      subject: "CN=ref-root,O=meshrelay",
+      publicKey: rk.publicKey,
+      selfSignKey: rk,
+      now: NOW,
+      // Past 2049, so notAfter is a GeneralizedTime.
+      validityMs: 40 * 365 * DAY,
+    });
+    for (const profile of profiles) {
+      for (const [subjectAlg, sk] of Object.entries(subjectKeys)) {
+        if (profile === "root-ca" && subjectAlg !== "ecdsa-p256") continue;
+        if (profile === "istio-intermediate-ca" && issuerAlg === "ed25519") continue;
+        await t.step(`${profile} ${subjectAlg} under ${issuerAlg}`, async () => {
+          const key = profile === "root-ca" ? rk : sk;
+          const cert = await issueCertificate({
+            profile,
+            subject: "CN=ref, O=meshrelay",
+            dnsNames: ["a.example", "*.b.example"],
+            ipAddresses: ["10.0.0.1", "::1", "2001:db8::1"],
+            publicKey: key.publicKey,
+            ...(profile === "root-ca" ? { selfSignKey: rk } : { issuer: { certificate: root, keyPair: rk } }),
+            now: NOW,
+            validityMs: 30 * 365 * DAY,
+          });
+          const spki = await exportSpki(key.publicKey);
+          const ca = profile.endsWith("-ca");
+          const ext: Extension[] = ca
+            ? [
+              new BasicConstraintsExtension(true, profile === "root-ca" ? 1 : 0, true),
+              new KeyUsagesExtension(
+                KeyUsage.keyCertSign | KeyUsage.cRLSign |
+                  (profile === "istio-intermediate-ca" ? KeyUsage.digitalSignature : 0),
+                true,
+              ),
+            ]
+            : [
+              new BasicConstraintsExtension(false, undefined, true),
+              new KeyUsagesExtension(
+                KeyUsage.digitalSignature | (subjectAlg === "rsa-2048" ? KeyUsage.keyEncipherment : 0),
+                true,
+              ),
+              new ExtendedKeyUsageExtension([profile === "server" ? EKU.serverAuth : EKU.clientAuth], false),
+            ];
+          ext.push(
+            new SubjectAlternativeNameExtension([
+              { type: "dns", value: "a.example" },
+              { type: "dns", value: "*.b.example" },
+              { type: "ip", value: "10.0.0.1" },
+              { type: "ip", value: "::1" },
+              { type: "ip", value: "2001:db8::1" },
+            ], false),
+            new SubjectKeyIdentifierExtension(toHex(new Uint8Array(await refKeyId(spki))), false),
+            new AuthorityKeyIdentifierExtension(
+              toHex(new Uint8Array(await refKeyId(new Uint8Array(root.publicKey.rawData)))),
+              false,
+            ),
+          );
+          const ref = await X509CertificateGenerator.create({
+            serialNumber: cert.serialNumber,
+            subject: "CN=ref, O=meshrelay",
+            issuer: profile === "root-ca" ? "CN=ref, O=meshrelay" : root.subjectName,
+            notBefore: cert.notBefore,
+            notAfter: cert.notAfter,
+            publicKey: spki,
+            signingKey: rk.privateKey,
+            signingAlgorithm: signatureParams(rk.algorithm),
+            extensions: ext,
+          });
+          assertEquals(toHex(tbsOf(cert)), toHex(tbsOf(ref)));
+          assert(await cert.verify({ publicKey: profile === "root-ca" ? cert : root, signatureOnly: true }));
+        });
+      }
+    }
+  }
+  await t.step("an IPv6 SAN with an IPv4 tail is the literal's 16 bytes", async () => {
+    const kp = await generateKeyPair();
+    const cert = await issueCertificate({
+      profile: "server",
+      subject: "CN=s",
+      ipAddresses: ["::ffff:10.0.0.1"],
+      publicKey: kp.publicKey,
+      issuer: (await makeCaPair()).intermediate,
+      now: NOW,
+      validityMs: DAY,
+    });
+    const san = new SubjectAlternativeNameExtension(cert.getExtension(OID.subjectAltName)!.rawData);
+    assertEquals(san.names.items.map((n) => canonicalIp(n.value)), [canonicalIp("::ffff:a00:1")]);
+  });
+});
+
+async function refKeyId(spki: Uint8Array<ArrayBuffer>): Promise<ArrayBuffer> {
+  return await new PublicKey(spki).getKeyIdentifier("SHA-1");
+}
+
+Deno.test("issueCertificate: times X.509 cannot state are clamped or refused", async (t) => {
+  const kp = await generateKeyPair();
+  const root = (o: Partial<IssueOptions>) =>
+    issueCertificate({
+      profile: "root-ca",
+      subject: "CN=r",
+      publicKey: kp.publicKey,
+      selfSignKey: kp,
+      now: NOW,
+      validityMs: DAY,
+      ...o,
+    });
+  await t.step("a validity past the year 9999 ends at 99991231235959Z", async () => {
+    const cert = await root({ validityMs: 1e16 });
+    assertEquals(cert.notAfter.toISOString(), "9999-12-31T23:59:59.000Z");
+  });
+  await t.step("a start before the year 0000 is refused", async () => {
+    const e = await assertRejects(
+      () => root({ now: new Date("-000001-06-01T00:00:00Z") }),
+      InvalidInputError,
+    );
+    assertStringIncludes(e.message, "now");
+  });
+});
+
+Deno.test("keyIdOf is SHA-1 over the key bits, as @peculiar/x509 computes it", async (t) => {
+  for (const alg of ["ecdsa-p256", "ecdsa-p384", "rsa-2048", "ed25519"] as KeyAlgorithm[]) {
+    await t.step(alg, async () => {
+      const spki = await exportSpki((await generateKeyPair(alg)).publicKey);
+      assertEquals(await keyIdOf(spki), toHex(new Uint8Array(await refKeyId(spki))));
+    });
+  }
+  await t.step("malformed key info is refused", async () => {
+    await assertRejects(() => keyIdOf(new Uint8Array([0x30, 0x00])), InvalidInputError);
+  });
 });

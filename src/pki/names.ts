@@ -114,6 +114,12 @@ export function parseIPv6(s: string): Uint8Array | undefined {
   return out;
 }
 
+/** The 4 (IPv4) or 16 (IPv6) bytes of an IP literal, as a SAN iPAddress holds them; undefined if not one. */
+export function ipAddressBytes(s: string): Uint8Array | undefined {
+  if (isIPv4(s)) return new Uint8Array(s.split(".").map(Number));
+  return parseIPv6(s);
+}
+
 /** Canonical text of an IP literal, so "::1" and "0:0::1" compare equal. */
 export function canonicalIp(s: string): string | undefined {
   if (isIPv4(s)) return s;
