@@ -25,6 +25,7 @@ import {
   logLevelOf,
   logLevelOption,
   metricsOptions,
+  processMetricsRegistry,
   securityModeOf,
   securityModeOptions,
   stopSignal,
@@ -418,6 +419,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       const stopping = deps.stopSignal();
       const agent = await RelayAgent.start({
         mode,
+        metrics: processMetricsRegistry(),
         cluster: opts.cluster,
         serverAddress: opts.serverAddress,
         authority: opts.authority,

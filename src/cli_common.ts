@@ -8,7 +8,8 @@ import { type Command, Option } from "commander";
 import { parsePort } from "./cli_flags.ts";
 import { InvalidInputError } from "./errors.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
-import type { SecurityMode } from "./relay/mod.ts";
+import { MetricsRegistry, type SecurityMode } from "./relay/mod.ts";
+import { registerProcessMetrics } from "./process_metrics.ts";
 
 const enc = new TextEncoder();
 
@@ -99,4 +100,14 @@ export function addKubeOptions(cmd: Command, help: { kube: string; namespace: st
     )
     .addOption(new Option("--context <name>", "with --kube: kubeconfig context (default its current one)"))
     .addOption(new Option("--namespace <ns>", help.namespace).env("MESHRELAY_NAMESPACE"));
+}
+
+/** The registry a long-running mode serves on /metrics, with the process metrics of this process. */
+export function processMetricsRegistry(): MetricsRegistry {
+  const metrics = new MetricsRegistry();
+  registerProcessMetrics(metrics, {
+    memoryUsage: () => Deno.memoryUsage(),
+    startTime: new Date(performance.timeOrigin),
+  });
+  return metrics;
 }

@@ -19,6 +19,7 @@ import {
   logLevelOf,
   logLevelOption,
   metricsOptions,
+  processMetricsRegistry,
   securityModeOf,
   securityModeOptions,
   stopSignal,
@@ -385,6 +386,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       const stopping = deps.stopSignal();
       const server = await RelayServer.start({
         mode,
+        metrics: processMetricsRegistry(),
         store,
         config,
         clock: deps.clock,

@@ -181,6 +181,15 @@ class HistogramImpl implements Histogram, Family {
  */
 export class MetricsRegistry {
   #families = new Map<string, Family>();
+  #collectors: (() => void)[] = [];
+
+  /**
+   * Runs `collect` before every render, for values read on demand rather than counted as they happen
+   * (process memory, say): it sets gauges of this registry.
+   */
+  onCollect(collect: () => void): void {
+    this.#collectors.push(collect);
+  }
 
   /** A counter called `name` (created on first use). */
   counter(name: string, help: string): Counter {
@@ -199,6 +208,7 @@ export class MetricsRegistry {
 
   /** Prometheus text exposition format 0.0.4. */
   render(): string {
+    for (const collect of this.#collectors) collect();
     const out: string[] = [];
     for (const name of [...this.#families.keys()].sort()) {
       const f = this.#families.get(name)!;
