@@ -156,6 +156,9 @@ export class RelayAgent {
     }
 
     let sync: SyncAgent | undefined = undefined;
+    // Serial of the certificate the last Sync dial used: a new certificate only needs a reconnect when a
+    // session was made with an older one (a dial still waiting for its first certificate takes it).
+    let dialedSerial: string | undefined;
     const dial: SyncDialer = async (signal) => {
       let client: RelayClient;
       if (o.mode === "insecure") {
@@ -187,6 +190,7 @@ export class RelayAgent {
       let creds = identity!.current();
       if (!creds || isExpired(o.clock.now(), creds)) {
         // Wait for the identity loop (bootstrap) rather than failing sessions while it works.
+        dialedSerial = undefined;
         identity!.poke();
         creds = await new Promise<ClientCredentials>((resolve, reject) => {
           const off = identity!.onChange((c) => {
@@ -208,6 +212,7 @@ export class RelayAgent {
         client: creds,
         options: channelOptions,
       });
+      dialedSerial = creds.serial;
       client = new RelayClient(ch.target, ch.credentials, ch.options);
       return { stream: client.sync(), release: () => closeClient(client) };
     };
@@ -252,7 +257,9 @@ export class RelayAgent {
     }
     identity?.onChange((c) => {
       log.info("using new client certificate", { serial: c.serial, notAfter: c.notAfter.toISOString() });
-      sync!.reconnect("client certificate changed");
+      if (dialedSerial !== undefined && dialedSerial !== c.serial) {
+        sync!.reconnect("client certificate changed");
+      }
       istioCa?.poke();
     });
 
