@@ -79,6 +79,8 @@ async function handle(c: Record<string, any>): Promise<Record<string, unknown>> 
       for (const s of streams) s.write(payload);
       return { t0, t1: now(), streams: streams.size };
     }
+    case "memory":
+      return { ...Deno.memoryUsage() };
     case "counts":
       return { streams: streams.size, received, receivedBytes, t: now() };
     case "waitReceived": {

@@ -124,6 +124,26 @@ function freePort(): number {
   return p;
 }
 
+/** The server's memory split as its /metrics reports it: JS heap used and reserved, external, the rest. */
+async function memorySplit(port: number): Promise<Json> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const read = (line: string) =>
+    Number(text.split("\n").find((l) => l.startsWith(line + " "))?.split(" ").pop());
+  const rss = read("process_resident_memory_bytes");
+  const heapTotal = read('meshrelay_js_heap_bytes{kind="total"}');
+  const external = read("meshrelay_js_external_memory_bytes");
+  return {
+    rss,
+    heapUsed: read('meshrelay_js_heap_bytes{kind="used"}'),
+    heapTotal,
+    external,
+    outsideHeap: rss - heapTotal - external,
+  };
+}
+
+const mibs = (m: Json) =>
+  Object.entries(m).map(([k, v]) => `${k} ${Math.round(Number(v) / 2 ** 20)}`).join(", ") + " (MiB)";
+
 async function metric(port: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   let sum = 0;
@@ -272,6 +292,15 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
     log(`baseline: ${openLat.values.length}/${n} streams open in ${r1(storm)} s`);
     await sleep(2000);
     const rssN = rssOf(srv.proc.pid);
+    const mem = await srv.req({ cmd: "memory" });
+    const memSplit = {
+      rss: mem.rss,
+      heapUsed: mem.heapUsed,
+      heapTotal: mem.heapTotal,
+      external: mem.external,
+      outsideHeap: Number(mem.rss) - Number(mem.heapTotal) - Number(mem.external),
+    };
+    log(`baseline: memory with ${n} streams held: ${mibs(memSplit)}`);
 
     const fan: number[] = [];
     for (let r = 0; r < o.rounds; r++) {
@@ -293,6 +322,7 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
       rssIdleBytes: rss0,
       rssBytes: rssN,
       rssPerStreamBytes: Math.round((rssN - rss0) / n),
+      memoryHeld: memSplit,
       fanoutP50Ms: r1(quantile(fan, 0.5)),
       fanoutP99Ms: r1(quantile(fan, 0.99)),
       fanoutSamples: fan.length,
@@ -402,6 +432,8 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
   await sleep(1000);
   const rss0 = rssOf(server.proc!.pid);
   log(`meshrelay: server ready in ${Math.round(startupMs)} ms, RSS ${Math.round(rss0 / 2 ** 20)} MiB`);
+  const memIdle = await memorySplit(mport);
+  log(`meshrelay: idle memory: ${mibs(memIdle)}`);
 
   const groups = split(clusters, o.perLoadgen);
   const gens = startLoadgens(groups.length, tmp);
@@ -457,6 +489,10 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
     const stats0 = await all(gens, { cmd: "stats" });
     const fullDiscoveryBytes = stats0.reduce((s, x) => s + x.discoveryBytesSent, 0);
     log(`meshrelay: RSS ${Math.round(rssN / 2 ** 20)} MiB with ${result.connectedHeld} agents held`);
+    const memHeld = await memorySplit(mport);
+    log(`meshrelay: memory with ${n} agents held: ${mibs(memHeld)}`);
+    result.memoryIdle = memIdle;
+    result.memoryHeld = memHeld;
     if (inspect && idleHeap) {
       const held = await snapshot(inspect, `${o.heapSnapshot}-${n}-held.heapsnapshot`);
       const grown = diffHeapSummaries(idleHeap, held);
