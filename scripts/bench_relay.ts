@@ -21,6 +21,7 @@ import { Command } from "commander";
 import { FileSecretStore } from "../src/store/mod.ts";
 import { makeTestPki } from "../src/relay/testing_pki.ts";
 import { FANOUT_CONFIGMAP } from "../bench/relay_loadgen.ts";
+import { RUNTIME_V8_FLAGS } from "./v8_flags.ts";
 import {
   diffHeapSummaries,
   formatHeapSummary,
@@ -258,6 +259,8 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
   const srv = new Driven("baseline", [
     "run",
     "-A",
+    // The same flags as the meshrelay server: the ratio is meshrelay's cost, not the flags'.
+    ...(o.serverV8Flags ? [`--v8-flags=${o.serverV8Flags}`] : []),
     "bench/baseline_server.ts",
     "--port",
     String(port),
@@ -774,7 +777,11 @@ if (import.meta.main) {
     .option("--ingest <n>", "new discovered entities per agent in the ingest phase", "20")
     .option("--per-loadgen <n>", "agents per load-generator process", "2500")
     .option("--keep", "keep the temp dirs (logs)")
-    .option("--server-v8-flags <flags>", "V8 flags for the meshrelay server process")
+    .option(
+      "--server-v8-flags <flags>",
+      'V8 flags of the meshrelay server and the baseline server ("": V8\'s defaults)',
+      RUNTIME_V8_FLAGS.join(","),
+    )
     .option("--server-flags <flags>", "extra deno run flags for the server, space-separated (profiling)")
     .option("--no-storm", "skip the kill -9 reconnect storm")
     .option(

@@ -1,7 +1,7 @@
 /**
  * Compiles the one executable `dist/meshrelay` with `deno compile`.
  *
- * The binary is granted the union of the `server`, `agent` and `certs` permission sets of `deno.json`
+ * The binary runs with meshrelay's V8 flags (scripts/v8_flags.ts: a bounded young generation) and is granted the union of the `server`, `agent` and `certs` permission sets of `deno.json`
  * (one executable serves all modes); each mode narrows at startup (src/permissions.ts). `--no-prompt`
  * is always set so a revoked permission fails instead of prompting on a terminal.
  *
@@ -14,6 +14,7 @@
  * Exit codes: 0 compiled and verified; 1 compile or verification failed; 3 denort cannot be had.
  * @module
  */
+import { v8FlagsArg } from "./v8_flags.ts";
 
 /** One permission set as written in `deno.json` `permissions`. */
 export interface PermissionSet {
@@ -303,6 +304,7 @@ async function compile(args: CompileArgs): Promise<void> {
         "compile",
         ...(args.noCheck ? ["--no-check"] : []),
         ...flags,
+        v8FlagsArg(),
         ...includes,
         "--config",
         `${repo}deno.json`,
