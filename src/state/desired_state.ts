@@ -12,6 +12,7 @@ import {
   targets,
 } from "./declared_config.ts";
 import type { InventoryView } from "./inventory.ts";
+import { type ResourceVersion, resourceVersionOf } from "./canonical.ts";
 import { serviceEntryFor } from "./service_entry.ts";
 import { type ClusterInfo, type KubeObject, type ObjectKey, objectKey } from "./types.ts";
 
@@ -48,6 +49,12 @@ export class DesiredStatePlan {
   readonly declared: DeclaredConfig;
   #domains: Map<string, string>;
   #services: Exported[];
+  // Every cluster a document targets gets the same labelled copy of each of its objects, made once
+  // per plan: with thousands of clusters, per-cluster copies (and their hashes) were most of a
+  // recomputation's time and of the server's idle memory. The copies are shared: never modified.
+  #copies = new Map<KubeObject, Map<string, KubeObject>>();
+  #entries = new Map<KubeObject, Map<string, KubeObject | undefined>>();
+  #facts = new WeakMap<KubeObject, { key: ObjectKey; version?: ResourceVersion }>();
 
   constructor(configs: readonly KubeObject[], inventories: ReadonlyMap<string, InventoryView>) {
     this.declared = parseDeclaredConfig(configs);
@@ -71,13 +78,13 @@ export class DesiredStatePlan {
     const chosen = new Map<ObjectKey, { object: KubeObject; from: string }>();
     const conflicts: DesiredConflict[] = [];
     const offer = (o: KubeObject, from: string) => {
-      const k = objectKey(o);
+      const k = this.keyOf(o);
       const had = chosen.get(k);
       if (had) {
         if (had.from !== from) conflicts.push({ key: k, kept: had.from, dropped: from });
         return;
       }
-      chosen.set(k, { object: managed(o, from), from });
+      chosen.set(k, { object: this.#managed(o, from), from });
     };
     for (const cc of this.declared.clusterConfigs) {
       if (!targets(cc.target, cluster)) continue;
@@ -88,17 +95,52 @@ export class DesiredStatePlan {
       for (const { sourceCluster, service } of this.#services) {
         if (sourceCluster === cluster.name) continue;
         if (!matchesLabels(service.metadata.labels, f.exportLabels)) continue;
-        const se = serviceEntryFor(service, {
-          sourceCluster,
-          clusterDomain: this.#domains.get(sourceCluster) ?? DEFAULT_CLUSTER_DOMAIN,
-          namespace: f.namespace,
-          federation: f.name,
-        });
+        const se = this.#serviceEntry(service, sourceCluster, f.name, f.namespace);
         if (se) offer(se, `ServiceFederation/${f.name}`);
       }
     }
     const objects = [...chosen.keys()].sort().map((k) => chosen.get(k)!.object);
     return { objects, conflicts };
+  }
+
+  /** `objectKey(o)`, computed once per object of this plan. */
+  keyOf(o: KubeObject): ObjectKey {
+    let f = this.#facts.get(o);
+    if (!f) this.#facts.set(o, f = { key: objectKey(o) });
+    return f.key;
+  }
+
+  /** `resourceVersionOf(o)`, computed once per object of this plan (its objects are never modified). */
+  versionOf(o: KubeObject): ResourceVersion {
+    this.keyOf(o);
+    const f = this.#facts.get(o)!;
+    return f.version ??= resourceVersionOf(o);
+  }
+
+  #managed(o: KubeObject, from: string): KubeObject {
+    let byFrom = this.#copies.get(o);
+    if (!byFrom) this.#copies.set(o, byFrom = new Map());
+    let c = byFrom.get(from);
+    if (!c) byFrom.set(from, c = managed(o, from));
+    return c;
+  }
+
+  #serviceEntry(service: KubeObject, sourceCluster: string, federation: string, namespace: string) {
+    let byFederation = this.#entries.get(service);
+    if (!byFederation) this.#entries.set(service, byFederation = new Map());
+    const k = `${sourceCluster}\u0000${federation}\u0000${namespace}`;
+    if (!byFederation.has(k)) {
+      byFederation.set(
+        k,
+        serviceEntryFor(service, {
+          sourceCluster,
+          clusterDomain: this.#domains.get(sourceCluster) ?? DEFAULT_CLUSTER_DOMAIN,
+          namespace,
+          federation,
+        }),
+      );
+    }
+    return byFederation.get(k);
   }
 }
 

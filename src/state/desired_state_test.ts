@@ -1,4 +1,5 @@
-import { assertEquals } from "../testing/assert.ts";
+import { assert, assertEquals } from "../testing/assert.ts";
+import { resourceVersionOf } from "./canonical.ts";
 import {
   DECLARED_BY_ANNOTATION,
   desiredStateFor,
@@ -101,6 +102,18 @@ Deno.test("desiredStateFor: ClusterConfig targeting", async (t) => {
       kept: "ClusterConfig/a",
       dropped: "ClusterConfig/b",
     }]);
+  });
+  await t.step("clusters targeted by one document share its labelled copies, hashed once", () => {
+    const configs = [cc("all", { clusterSelector: { matchLabels: {} } }, [cm("x"), cm("y")])];
+    const before = structuredClone(configs);
+    const plan = new DesiredStatePlan(configs, new Map());
+    const a = plan.for({ name: "c1", labels: {} }).objects;
+    const b = plan.for({ name: "c2", labels: {} }).objects;
+    assertEquals(a.length, 2);
+    for (let i = 0; i < a.length; i++) assert(a[i] === b[i], `object ${i} is one shared copy`);
+    assertEquals(plan.versionOf(a[0]), resourceVersionOf(a[0]));
+    assertEquals(plan.keyOf(a[1]), objectKey(a[1]));
+    assertEquals(configs, before, "the declared objects are not labelled in place");
   });
 });
 

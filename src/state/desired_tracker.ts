@@ -3,10 +3,10 @@
  * discovery update, compare by content hash, and give a new generation only to those that differ.
  * @module
  */
-import { contentHash, resourceVersionOf } from "./canonical.ts";
+import { contentHash } from "./canonical.ts";
 import { type DesiredConflict, DesiredStatePlan } from "./desired_state.ts";
 import type { InventoryView, VersionedObject } from "./inventory.ts";
-import { type ClusterInfo, type KubeObject, type ObjectKey, objectKey } from "./types.ts";
+import type { ClusterInfo, KubeObject, ObjectKey } from "./types.ts";
 
 /** One cluster's current desired state. */
 export interface ClusterDesiredState {
@@ -65,7 +65,7 @@ export class DesiredStateTracker {
       seen.add(c.name);
       const { objects, conflicts } = plan.for(c);
       const items = new Map<ObjectKey, VersionedObject>();
-      for (const o of objects) items.set(objectKey(o), { object: o, version: resourceVersionOf(o) });
+      for (const o of objects) items.set(plan.keyOf(o), { object: o, version: plan.versionOf(o) });
       const digest = contentHash([...items].map(([k, v]) => [k, v.version]));
       const prev = this.#states.get(c.name);
       if (prev && prev.digest === digest) {
