@@ -27,6 +27,7 @@ import {
   DEFAULT_MAX_MESSAGE_BYTES,
   DiffAssembler,
   HeldAssembler,
+  SharedResourceEncoder,
   StatusAssembler,
   welcomeMessages,
 } from "./wire.ts";
@@ -87,9 +88,17 @@ export function createSyncHandler(
   const maxBytes = checkMaxMessageBytes(opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
   const maxObjects = opts.maxObjectsPerDiff ?? 500_000;
   const log = opts.log.child({ component: "sync-service" });
-  const m = syncMetrics(opts.metrics);
+  // One deps object for every session (thousands of them), not a copy each.
+  const deps: SessionDeps = {
+    ...opts,
+    log,
+    maxBytes,
+    maxObjects,
+    m: syncMetrics(opts.metrics),
+    encoder: new SharedResourceEncoder(),
+  };
   return (call) => {
-    const session = new ServerSyncSession(call, { ...opts, log, maxBytes, maxObjects, m });
+    const session = new ServerSyncSession(call, deps);
     session.start();
   };
 }
@@ -103,6 +112,7 @@ interface SessionDeps extends SyncServiceOptions {
   maxBytes: number;
   maxObjects: number;
   m: ReturnType<typeof syncMetrics>;
+  encoder: SharedResourceEncoder;
 }
 
 class ServerSyncSession implements SyncSession {
@@ -258,7 +268,7 @@ class ServerSyncSession implements SyncSession {
       this.#d.hub.recordSent(this.cluster, desired.generation, []);
       return;
     }
-    const out = chunkDiff(diff, desired.generation, this.#d.maxBytes);
+    const out = chunkDiff(diff, desired.generation, this.#d.maxBytes, (u) => this.#d.encoder.encode(u));
     for (const k of out.sent.deletes) this.#agentView.delete(k);
     for (const u of out.sent.upserts) this.#agentView.set(u.key, u.version);
     this.#awaitingStatus = desired.generation;

@@ -119,6 +119,22 @@ export function toResource(u: { key: ObjectKey; object: KubeObject; version: Res
 }
 
 /**
+ * {@linkcode toResource} for objects that are never modified once handed out (the server's desired
+ * state, whose objects thousands of clusters share): each is encoded once, not once per cluster and
+ * generation it is sent in.
+ */
+export class SharedResourceEncoder {
+  #bytes = new WeakMap<KubeObject, Uint8Array>();
+
+  /** The wire form of `u`, its JSON bytes encoded at most once per object. */
+  encode(u: { key: ObjectKey; object: KubeObject; version: ResourceVersion }): Resource {
+    let b = this.#bytes.get(u.object);
+    if (!b) this.#bytes.set(u.object, b = utf8.encode(canonicalJson(u.object)));
+    return { key: u.key, version: u.version, objectJson: b };
+  }
+}
+
+/**
  * An object from the wire, checked: valid UTF-8 JSON of a Kubernetes-shaped object whose key and
  * content hash equal what the sender claims. A mismatch means a broken or hostile peer; trusting
  * its version would make both sides disagree forever about what is held.
@@ -199,7 +215,12 @@ type DiffItem = { del: string; size: number } | { res: Resource; upsert: Version
  * receiver always learns that the generation is complete. Deletes go first (order does not matter
  * to the receiver, which acts only on the last chunk).
  */
-export function chunkDiff(diff: VersionDiff, generation: number, maxBytes: number): ChunkedDiff {
+export function chunkDiff(
+  diff: VersionDiff,
+  generation: number,
+  maxBytes: number,
+  encode: (u: VersionedUpsert) => Resource = toResource,
+): ChunkedDiff {
   const items: DiffItem[] = [];
   const oversized: OversizedObject[] = [];
   const limit = maxBytes - ENVELOPE_BYTES;
@@ -213,7 +234,7 @@ export function chunkDiff(diff: VersionDiff, generation: number, maxBytes: numbe
   }
   const sentUpserts: VersionedUpsert[] = [];
   for (const u of diff.upserts) {
-    const res = toResource(u);
+    const res = encode(u);
     const size = resourceWireSize(res);
     if (size > limit) {
       oversized.push({ key: u.key, bytes: size + ENVELOPE_BYTES, maxBytes });
