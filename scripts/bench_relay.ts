@@ -208,7 +208,7 @@ async function writeAtomic(path: string, text: string): Promise<void> {
 // ------------------------------------------------------------------ one N
 
 interface Options {
-  /** Agents per bootstrap wave (0: all at once; -1: all at once up to 1,000, waves of 1,000 above). */
+  /** Agents per bootstrap wave (0: all at once, the default since the server admits signing in a queue). */
   wave: number;
   /** Extra V8 flags for the meshrelay server process (e.g. a smaller young generation). */
   serverV8Flags?: string;
@@ -446,8 +446,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
     await Promise.all(gens.map((g) => g.ready()));
     // --- bootstrap storm: all at once, or in waves of `--wave` agents (each wave waits for the last)
     const t0 = now();
-    // Default (-1): 5,000 agents at once on 2 shared cores collapse into deadlines and retries.
-    const w = o.wave < 0 ? (n > 1000 ? 1000 : 0) : o.wave;
+    const w = o.wave;
     const wave = w > 0 && w < n ? w : n;
     let synced: Json[] = [];
     for (let from = 0; from < n; from += wave) {
@@ -791,8 +790,7 @@ if (import.meta.main) {
     )
     .option(
       "--wave <n>",
-      "bootstrap in waves of n agents, each after the last is in sync (0: all at once; default: all at once " +
-        "up to 1,000 agents, waves of 1,000 above)",
+      "bootstrap in waves of n agents, each after the last is in sync (default 0: all at once)",
     )
     .option("--out <file>", "JSON results", "bench/results/latest.json")
     .parse(["deno", "bench", ...Deno.args]);
@@ -806,7 +804,7 @@ if (import.meta.main) {
     serverV8Flags: opts.serverV8Flags,
     noStorm: opts.storm === false,
     heapSnapshot: opts.heapSnapshot,
-    wave: opts.wave === undefined ? -1 : Number(opts.wave),
+    wave: opts.wave === undefined ? 0 : Number(opts.wave),
     serverFlags: opts.serverFlags ? String(opts.serverFlags).split(" ").filter(Boolean) : undefined,
   };
   const started = new Date();
