@@ -33,7 +33,12 @@ export function sortDeep(v: unknown): unknown {
 
 /** Hash of any JSON-like value's canonical encoding. */
 export function contentHash(value: unknown): string {
-  return createHash("sha256").update(canonicalJson(value)).digest("hex").slice(0, 32);
+  return hashOfCanonical(canonicalJson(value));
+}
+
+/** {@linkcode contentHash} of a value whose {@linkcode canonicalJson} is `json` (no second encoding). */
+export function hashOfCanonical(json: string): string {
+  return createHash("sha256").update(json).digest("hex").slice(0, 32);
 }
 
 /** The resource version of an object: the hash of its canonical JSON. */

@@ -3,7 +3,7 @@
  * snapshot and deltas; re-sent items (a retried chunk, a delta replayed after reconnect) change nothing.
  * @module
  */
-import { contentHash, type ResourceVersion, resourceVersionOf } from "./canonical.ts";
+import { canonicalJson, contentHash, hashOfCanonical, type ResourceVersion } from "./canonical.ts";
 import { type DiscoveryEvent, type KubeObject, type ObjectKey, objectKey } from "./types.ts";
 
 /** One object and its version. */
@@ -24,16 +24,29 @@ export interface InventoryView {
   objects(): KubeObject[];
 }
 
-/** A per-cluster map key → {object, version}; the version is the content hash both sides compute. */
+/** How an object is kept: its canonical JSON (the copy), and the version hashed from it. */
+interface Stored {
+  json: string;
+  version: ResourceVersion;
+}
+
+function store(o: KubeObject): Stored {
+  const json = canonicalJson(o);
+  return { json, version: hashOfCanonical(json) };
+}
+
+/**
+ * A per-cluster map key → {object, version}; the version is the content hash both sides compute.
+ * Objects are kept as their canonical JSON, not as object trees: a server holds every cluster's
+ * inventory, and a parsed Deployment takes several times its JSON in heap. Reads parse a fresh copy.
+ */
 export class Inventory implements InventoryView {
-  #items = new Map<ObjectKey, VersionedObject>();
+  #items = new Map<ObjectKey, Stored>();
 
   /** Replaces everything with `objects` (duplicates of a key: the last one counts). */
   applySnapshot(objects: readonly KubeObject[]): InventoryChange {
-    const next = new Map<ObjectKey, VersionedObject>();
-    for (const o of objects) {
-      next.set(objectKey(o), { object: structuredClone(o), version: resourceVersionOf(o) });
-    }
+    const next = new Map<ObjectKey, Stored>();
+    for (const o of objects) next.set(objectKey(o), store(o));
     const change: InventoryChange = { upserts: [], deletes: [] };
     for (const [k, v] of next) if (this.#items.get(k)?.version !== v.version) change.upserts.push(k);
     for (const k of this.#items.keys()) if (!next.has(k)) change.deletes.push(k);
@@ -50,7 +63,7 @@ export class Inventory implements InventoryView {
       const key = ev.type === "upsert" ? objectKey(ev.object) : ev.key;
       if (!touched.has(key)) touched.set(key, this.#items.get(key)?.version);
       if (ev.type === "upsert") {
-        this.#items.set(key, { object: structuredClone(ev.object), version: resourceVersionOf(ev.object) });
+        this.#items.set(key, store(ev.object));
       } else {
         this.#items.delete(key);
       }
@@ -78,7 +91,7 @@ export class Inventory implements InventoryView {
   /** The entry for `key`, as a copy. */
   get(key: ObjectKey): VersionedObject | undefined {
     const v = this.#items.get(key);
-    return v && { object: structuredClone(v.object), version: v.version };
+    return v && { object: JSON.parse(v.json), version: v.version };
   }
 
   /** Number of objects. */
@@ -99,7 +112,7 @@ export class Inventory implements InventoryView {
   }
 
   objects(): KubeObject[] {
-    return [...this.#items.keys()].sort().map((k) => structuredClone(this.#items.get(k)!.object));
+    return [...this.#items.keys()].sort().map((k) => JSON.parse(this.#items.get(k)!.json));
   }
 
   /** One hash over every key and version: equal on both sides when they agree. */
