@@ -31,6 +31,7 @@ import {
   DEFAULT_CLIENT_CERT_TTL_MS,
   DEFAULT_CONNECTION_LIMITS,
   DEFAULT_SECRET_CACHE_MAX_AGE_MS,
+  IDENTITY_CALL_DEADLINE_MS,
   IDENTITY_TOKEN_KEY,
   IDENTITY_TOKEN_SECRET,
   RelayServer,
@@ -69,8 +70,8 @@ function parseDurationOrZero(v: string): number {
   return /^\s*0+\s*$/.test(v) ? 0 : parseDuration(v);
 }
 
-/** The agent's deadline for an identity call (identity_transport.ts); a longer queue wait outlives it. */
-const AGENT_IDENTITY_DEADLINE_MS = 30_000;
+/** The agent's deadline for an identity call; a longer queue wait outlives it. */
+const AGENT_IDENTITY_DEADLINE_MS = IDENTITY_CALL_DEADLINE_MS;
 
 /** The real world the commands run in; e2e tests run the whole process instead of replacing these. */
 interface Deps {
@@ -302,7 +303,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .addOption(
       new Option(
         "--signing-queue-wait <duration>",
-        "longest wait in the signing queue before RESOURCE_EXHAUSTED (keep it below the agents' 30s deadline)",
+        "longest wait in the signing queue before RESOURCE_EXHAUSTED (keep it below the agents' 60s deadline)",
       ).argParser(parseDuration).default(DEFAULT_ADMISSION.maxWaitMs, "20s"),
     )
     .addOption(

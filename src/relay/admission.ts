@@ -16,11 +16,11 @@ import type { Counter, Gauge, Histogram, MetricsRegistry } from "./metrics.ts";
 
 /** Limits of an {@linkcode AdmissionGate}. */
 export interface AdmissionLimits {
-  /** Calls running at once. Default 8 (a signature costs ~10 ms of CPU; a few per core keep it busy). */
+  /** Calls running at once. Default 8 (a signature costs 3–4 ms of CPU; a few per core keep it busy). */
   maxConcurrent?: number;
   /** Calls waiting for a slot; 0 refuses at once whenever all slots are taken. Default 2,000. */
   maxQueued?: number;
-  /** Longest wait in the queue, ms. Default 20,000 (below the agent's 30 s call deadline). */
+  /** Longest wait in the queue, ms. Default 20,000 (well below the agent's 60 s call deadline). */
   maxWaitMs?: number;
 }
 

@@ -49,6 +49,14 @@ export function errorFromStatus(e: Partial<grpc.ServiceError>): MeshrelayError {
   }
 }
 
+/**
+ * Deadline of an identity call (Bootstrap, Renew, SignMeshCa), connection included. Generous on purpose:
+ * in a bootstrap storm the TLS handshake and the answer wait behind thousands of others, and with 30 s a
+ * quarter of 5,000 agents bootstrapping at once gave up on certificates the server had already signed,
+ * and asked again (README "Performance"). The server's queue wait stays well below it.
+ */
+export const IDENTITY_CALL_DEADLINE_MS = 60_000;
+
 /** Options of {@linkcode grpcIdentityTransport}. */
 export interface GrpcIdentityTransportOptions {
   serverAddress: string;
@@ -56,7 +64,7 @@ export interface GrpcIdentityTransportOptions {
   /** Trust anchors for the server (read per call, so a rotated root is picked up). */
   rootCaPem: () => Promise<string>;
   channelOptions?: grpc.ChannelOptions;
-  /** Per-call deadline. Default 30,000 ms. */
+  /** Per-call deadline. Default {@linkcode IDENTITY_CALL_DEADLINE_MS}. */
   deadlineMs?: number;
 }
 
@@ -85,7 +93,7 @@ export function grpcIdentityTransport(
     const c = new IdentityClient(ch.target, ch.credentials, ch.options);
     try {
       return await new Promise<Res>((resolve, reject) => {
-        const deadline = new Date(Date.now() + (opts.deadlineMs ?? 30_000));
+        const deadline = new Date(Date.now() + (opts.deadlineMs ?? IDENTITY_CALL_DEADLINE_MS));
         const pending = fn(c, req, deadline, (e, r) => {
           signal?.removeEventListener("abort", onAbort);
           if (e) reject(errorFromStatus(e));

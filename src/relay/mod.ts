@@ -38,6 +38,7 @@ export {
   welcomeMessages,
 } from "./wire.ts";
 export { type ClusterStatus, RelayHub, type RelayHubOptions, type SyncSession } from "./relay_hub.ts";
+export { IDENTITY_CALL_DEADLINE_MS } from "./identity_transport.ts";
 export {
   createSyncHandler,
   type Identify,
