@@ -344,8 +344,15 @@ async function handle(c: Cmd): Promise<Record<string, unknown>> {
       return { t0 };
     }
     case "waitBaselineOpen": {
-      const ok = await waitFor(() => baseline.every((b) => b.openAt), c.timeoutMs ?? 120_000);
-      return { complete: ok, times: baseline.map((b) => b.openAt ?? null) };
+      // A stream that failed before its first message is done too (counted as not open), not waited for.
+      const ok = await waitFor(() => baseline.every((b) => b.openAt || b.ended), c.timeoutMs ?? 120_000);
+      const failed = baseline.filter((b) => !b.openAt && b.ended).map((b) => b.ended!);
+      return {
+        complete: ok && failed.length === 0,
+        times: baseline.map((b) => b.openAt ?? null),
+        failed: failed.length,
+        firstFailure: failed[0],
+      };
     }
     case "waitBaselineStamp": {
       const s = String(c.stamp);

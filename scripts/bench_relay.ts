@@ -292,7 +292,12 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
     const open = await all(gens, { cmd: "waitBaselineOpen", timeoutMs: 60_000 + n * 100 });
     const openLat = latencies(concat(open, "times"), t0);
     const storm = Math.max(...openLat.values) / 1000;
-    log(`baseline: ${openLat.values.length}/${n} streams open in ${r1(storm)} s`);
+    const failed = open.reduce((a, x) => a + Number(x.failed ?? 0), 0);
+    const why = open.find((x) => x.firstFailure)?.firstFailure;
+    log(
+      `baseline: ${openLat.values.length}/${n} streams open in ${r1(storm)} s` +
+        (failed ? ` (${failed} failed, e.g. ${String(why).slice(0, 120)})` : ""),
+    );
     await sleep(2000);
     const rssN = rssOf(srv.proc.pid);
     const mem = await srv.req({ cmd: "memory" });
