@@ -5,6 +5,7 @@
  * A probe script (written to a temp dir, run with the repo's deno.json as config so `-P=` finds the sets)
  * tries each capability and reports "ok" or the error class name.
  */
+import { v8FlagsArg } from "../scripts/v8_flags.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
 import { unionPermissionFlags } from "../scripts/compile.ts";
 
@@ -167,6 +168,8 @@ Deno.test("each real mode starts under its own set without permission errors", a
 Deno.test("the mode tasks run each mode under its own set, without prompts", async () => {
   const cfg = JSON.parse(await Deno.readTextFile(CONFIG));
   for (const mode of ["server", "agent", "certs"]) {
-    assertEquals(cfg.tasks[mode], `deno run --no-prompt -P=${mode} mod.ts ${mode}`);
+    // The long-running modes also carry meshrelay's V8 flags (scripts/v8_flags_test.ts checks which).
+    const v8 = mode === "certs" ? "" : `${v8FlagsArg()} `;
+    assertEquals(cfg.tasks[mode], `deno run --no-prompt -P=${mode} ${v8}mod.ts ${mode}`);
   }
 });
