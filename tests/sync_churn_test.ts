@@ -12,13 +12,12 @@ import * as grpc from "@grpc/grpc-js";
 import { systemClock } from "../src/clock.ts";
 import { nullLogger } from "../src/log.ts";
 import { type AgentMessage, RelayClient, type ServerMessage } from "../src/proto/mod.ts";
-import { MetricsRegistry, RelayHub, SyncAgent } from "../src/relay/mod.ts";
+import { SyncAgent } from "../src/relay/mod.ts";
 import {
   MemoryApplier,
-  MemoryConfigSource,
   MemoryDiscoverySource,
   objects as o,
-  startTestSyncServer,
+  startTestRelay,
   TEST_CLUSTER_METADATA,
   testDialer,
 } from "../src/relay/testing_sync.ts";
@@ -118,24 +117,11 @@ const modes: Record<string, Mode> = {
 };
 
 Deno.test("sync churn: hundreds of broken streams and killed agent processes, then the server still serves", async (t) => {
-  const config = new MemoryConfigSource([
+  const { hub, srv, metrics, stop } = await startTestRelay([
     o.cluster("c1"),
     o.cluster("c2"),
     o.clusterConfig("base", ["c1", "c2"], [o.configMap("a")]),
   ]);
-  const metrics = new MetricsRegistry();
-  const hub = new RelayHub({
-    config,
-    clock: systemClock,
-    log: nullLogger,
-    metrics,
-    warmupMs: 0,
-    debounceMs: 1,
-  });
-  const hubStop = new AbortController();
-  await hub.load();
-  const hubRun = hub.run(hubStop.signal);
-  const srv = await startTestSyncServer({ hub, clock: systemClock, log: nullLogger, metrics });
   const shared = new RelayClient(`127.0.0.1:${srv.port}`, grpc.credentials.createInsecure());
   try {
     await t.step(`${ROUNDS} broken streams, ${Object.keys(modes).length} ways, 8 at a time`, async () => {
@@ -202,8 +188,6 @@ Deno.test("sync churn: hundreds of broken streams and killed agent processes, th
     });
   } finally {
     shared.close();
-    srv.kill();
-    hubStop.abort();
-    await hubRun;
+    await stop();
   }
 });

@@ -13,6 +13,7 @@
 import type { Clock } from "../clock.ts";
 import { InvalidInputError, ResourceExhaustedError } from "../errors.ts";
 import type { Counter, Gauge, Histogram, MetricsRegistry } from "./metrics.ts";
+import { definedOnly } from "./server_material.ts";
 
 /** Limits of an {@linkcode AdmissionGate}. */
 export interface AdmissionLimits {
@@ -43,7 +44,7 @@ export interface AdmissionGateOptions extends AdmissionLimits {
 
 /** Checks `limits` and fills in the defaults; InvalidInputError names the bad field. */
 export function resolveAdmissionLimits(limits: AdmissionLimits = {}): Required<AdmissionLimits> {
-  const given = {
+  const given: AdmissionLimits = {
     maxConcurrent: limits.maxConcurrent,
     maxQueued: limits.maxQueued,
     maxWaitMs: limits.maxWaitMs,
@@ -59,10 +60,6 @@ export function resolveAdmissionLimits(limits: AdmissionLimits = {}): Required<A
     throw new InvalidInputError(`maxWaitMs must be a positive number of milliseconds, got ${o.maxWaitMs}`);
   }
   return o;
-}
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 interface Waiter {

@@ -8,7 +8,7 @@
  * compare-and-swap): a bad CSR does not burn a single-use token, and of two concurrent uses only the one
  * whose consumption wins gets its certificate back.
  *
- * Signing is the expensive part (~10 ms of CPU); it runs behind an {@linkcode AdmissionGate}, after the
+ * Signing is the expensive part (3–4 ms of CPU); it runs behind an {@linkcode AdmissionGate}, after the
  * cheap refusals, so bad callers are refused at once and never take a place in its queue. A call refused
  * as busy (RESOURCE_EXHAUSTED) or cancelled by its client does not count against the caller's failure
  * limit: it is load, not a wrong guess. The signing and root CA secrets and the shared token are read

@@ -65,10 +65,4 @@ export class SecretCache implements SecretReader {
     });
     return entry.value;
   }
-
-  /** Forgets `name` (or everything), e.g. after this process wrote it. */
-  invalidate(name?: string): void {
-    if (name === undefined) this.#entries.clear();
-    else this.#entries.delete(name);
-  }
 }
