@@ -11,7 +11,7 @@
  * @module
  */
 import http2 from "node:http2";
-import { out, serveCommands } from "../bench/command_loop.ts";
+import { Driven, out, serveCommands } from "../bench/command_loop.ts";
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 
@@ -62,30 +62,15 @@ async function main(): Promise<void> {
     console.error("--connections must be a positive whole number");
     Deno.exit(2);
   }
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--v8-flags=--expose-gc", new URL(import.meta.url).pathname, "--serve"],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  const next = async (): Promise<Record<string, number>> => {
-    while (!buf.includes("\n")) {
-      const { value, done } = await lines.read();
-      if (done) throw new Error("server process ended");
-      buf += value;
-    }
-    const line = buf.slice(0, buf.indexOf("\n"));
-    buf = buf.slice(buf.indexOf("\n") + 1);
-    return JSON.parse(line);
-  };
-  const measure = async () => {
-    await writer.write(new TextEncoder().encode(JSON.stringify({ cmd: "measure" }) + "\n"));
-    return await next();
-  };
-  const { port } = await next();
+  const child = new Driven("http2 server", [
+    "run",
+    "-A",
+    "--v8-flags=--expose-gc",
+    new URL(import.meta.url).pathname,
+    "--serve",
+  ]);
+  const measure = async () => await child.req({ cmd: "measure" }) as Record<string, number>;
+  const { port } = await child.ready() as { port: number };
   const start = await measure();
   for (let k = 0; k < n; k++) await connect(port, true);
   const afterClosed = await measure();
@@ -93,8 +78,7 @@ async function main(): Promise<void> {
   for (let k = 0; k < n; k++) open.push(await connect(port, false));
   const afterOpen = await measure();
   for (const c of open) c.close();
-  await writer.close();
-  await child.status;
+  await child.kill("SIGTERM");
 
   const perClosed = (afterClosed.rss - start.rss) / n;
   const perOpen = (afterOpen.rss - afterClosed.rss) / n;

@@ -21,6 +21,7 @@ import { Command } from "commander";
 import { FileSecretStore } from "../src/store/mod.ts";
 import { makeTestPki } from "../src/relay/testing_pki.ts";
 import { FANOUT_CONFIGMAP } from "../bench/relay_loadgen.ts";
+import { Driven } from "../bench/command_loop.ts";
 import { RUNTIME_V8_FLAGS } from "./v8_flags.ts";
 import {
   diffHeapSummaries,
@@ -37,81 +38,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dec = new TextDecoder();
 
 // ------------------------------------------------------------------ child processes
-
-/** A child driven by JSON lines (loadgen, baseline server). */
-class Driven {
-  readonly proc: Deno.ChildProcess;
-  readonly name: string;
-  #writer: WritableStreamDefaultWriter<Uint8Array>;
-  #pending = new Map<number, (r: Record<string, unknown>) => void>();
-  #nextId = 1;
-  #ready: Promise<Record<string, unknown>>;
-
-  constructor(name: string, args: string[], stderrFile: string) {
-    this.name = name;
-    this.proc = new Deno.Command(Deno.execPath(), {
-      args,
-      cwd: ROOT,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#writer = this.proc.stdin.getWriter();
-    void this.proc.stderr.pipeTo(
-      Deno.openSync(stderrFile, { write: true, create: true, append: true }).writable,
-    )
-      .catch(() => {});
-    let ready!: (r: Record<string, unknown>) => void;
-    this.#ready = new Promise((r) => ready = r);
-    const stdout = this.proc.stdout;
-    (async () => {
-      let buf = "";
-      for await (const chunk of stdout.pipeThrough(new TextDecoderStream())) {
-        buf += chunk;
-        let i;
-        while ((i = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          let msg: Record<string, unknown>;
-          try {
-            msg = JSON.parse(line);
-          } catch {
-            continue;
-          }
-          if (msg.event === "ready") ready(msg);
-          else if (typeof msg.id === "number") {
-            this.#pending.get(msg.id)?.(msg);
-            this.#pending.delete(msg.id);
-          }
-        }
-      }
-    })().catch(() => {});
-  }
-
-  ready(): Promise<Record<string, unknown>> {
-    return this.#ready;
-  }
-
-  // deno-lint-ignore no-explicit-any
-  async req(cmd: Record<string, unknown>): Promise<Record<string, any>> {
-    const id = this.#nextId++;
-    const p = new Promise<Record<string, unknown>>((r) => this.#pending.set(id, r));
-    await this.#writer.write(new TextEncoder().encode(JSON.stringify({ ...cmd, id }) + "\n"));
-    const r = await p;
-    if (!r.ok) throw new Error(`${this.name}: ${cmd.cmd}: ${r.error}`);
-    return r;
-  }
-
-  async kill(sig: Deno.Signal = "SIGKILL"): Promise<Deno.CommandStatus> {
-    try {
-      this.proc.kill(sig);
-    } catch {
-      // already gone
-    }
-    await this.#writer.close().catch(() => {});
-    return await this.proc.status;
-  }
-}
 
 function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
@@ -130,16 +56,17 @@ async function memorySplit(port: number): Promise<Json> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const read = (line: string) =>
     Number(text.split("\n").find((l) => l.startsWith(line + " "))?.split(" ").pop());
-  const rss = read("process_resident_memory_bytes");
-  const heapTotal = read('meshrelay_js_heap_bytes{kind="total"}');
-  const external = read("meshrelay_js_external_memory_bytes");
-  return {
-    rss,
+  return withOutsideHeap({
+    rss: read("process_resident_memory_bytes"),
     heapUsed: read('meshrelay_js_heap_bytes{kind="used"}'),
-    heapTotal,
-    external,
-    outsideHeap: rss - heapTotal - external,
-  };
+    heapTotal: read('meshrelay_js_heap_bytes{kind="total"}'),
+    external: read("meshrelay_js_external_memory_bytes"),
+  });
+}
+
+/** The memory figures with what is neither JS heap nor external: native buffers, sessions, code. */
+function withOutsideHeap(m: { rss: number; heapUsed: number; heapTotal: number; external: number }): Json {
+  return { ...m, outsideHeap: m.rss - m.heapTotal - m.external };
 }
 
 const mibs = (m: Json) =>
@@ -238,7 +165,11 @@ const concat = <T>(rs: Record<string, T[]>[], key: string): T[] => rs.flatMap((r
 function startLoadgens(count: number, tmp: string): Driven[] {
   return Array.from(
     { length: count },
-    (_, i) => new Driven(`loadgen-${i}`, ["run", "-A", "bench/relay_loadgen.ts"], `${tmp}/loadgen-${i}.log`),
+    (_, i) =>
+      new Driven(`loadgen-${i}`, ["run", "-A", "bench/relay_loadgen.ts"], {
+        cwd: ROOT,
+        stderrFile: `${tmp}/loadgen-${i}.log`,
+      }),
   );
 }
 
@@ -270,7 +201,7 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
     pem.keyFile,
     "--ca",
     pem.caFile,
-  ], `${tmp}/baseline.log`);
+  ], { cwd: ROOT, stderrFile: `${tmp}/baseline.log` });
   await srv.ready();
   await sleep(1000);
   const rss0 = rssOf(srv.proc.pid);
@@ -301,13 +232,12 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
     await sleep(2000);
     const rssN = rssOf(srv.proc.pid);
     const mem = await srv.req({ cmd: "memory" });
-    const memSplit = {
-      rss: mem.rss,
-      heapUsed: mem.heapUsed,
-      heapTotal: mem.heapTotal,
-      external: mem.external,
-      outsideHeap: Number(mem.rss) - Number(mem.heapTotal) - Number(mem.external),
-    };
+    const memSplit = withOutsideHeap({
+      rss: Number(mem.rss),
+      heapUsed: Number(mem.heapUsed),
+      heapTotal: Number(mem.heapTotal),
+      external: Number(mem.external),
+    });
     log(`baseline: memory with ${n} streams held: ${mibs(memSplit)}`);
 
     const fan: number[] = [];

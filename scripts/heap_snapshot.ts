@@ -52,34 +52,16 @@ export async function memoryOf(inspect: string): Promise<Record<string, number>>
   return JSON.parse(v);
 }
 
-async function inspectorCall(
-  inspect: string,
-  method: string,
-  params: Record<string, unknown>,
-): Promise<unknown> {
-  const targets = await (await fetch(`http://${inspect}/json/list`)).json() as {
-    webSocketDebuggerUrl: string;
-  }[];
-  const ws = new WebSocket(targets[0].webSocketDebuggerUrl);
-  await new Promise<void>((resolve, reject) => {
-    ws.onopen = () => resolve();
-    ws.onerror = () => reject(new Error(`cannot connect to the inspector at ${inspect}`));
-  });
-  try {
-    return await new Promise((resolve) => {
-      ws.onmessage = (e) => {
-        const msg = JSON.parse(String(e.data));
-        if (msg.id === 1) resolve(msg);
-      };
-      ws.send(JSON.stringify({ id: 1, method, params }));
-    });
-  } finally {
-    ws.close();
-  }
+interface InspectorSession {
+  send(method: string, params?: Record<string, unknown>): Promise<unknown>;
+  close(): void;
 }
 
-/** Takes a heap snapshot of the process whose inspector listens on `inspect` (`host:port`). */
-export async function takeHeapSnapshot(inspect: string): Promise<string> {
+/** One DevTools-protocol session with the inspector on `inspect`; `onEvent` sees its notifications. */
+async function openInspector(
+  inspect: string,
+  onEvent: (method: string, params: Record<string, unknown>) => void = () => {},
+): Promise<InspectorSession> {
   const targets = await (await fetch(`http://${inspect}/json/list`)).json() as {
     webSocketDebuggerUrl: string;
   }[];
@@ -89,26 +71,49 @@ export async function takeHeapSnapshot(inspect: string): Promise<string> {
     ws.onopen = () => resolve();
     ws.onerror = () => reject(new Error(`cannot connect to the inspector at ${inspect}`));
   });
-  const chunks: string[] = [];
   let nextId = 1;
   const pending = new Map<number, (r: unknown) => void>();
   ws.onmessage = (e) => {
     const msg = JSON.parse(String(e.data));
-    if (msg.method === "HeapProfiler.addHeapSnapshotChunk") chunks.push(msg.params.chunk);
+    if (typeof msg.method === "string") onEvent(msg.method, msg.params ?? {});
     else if (typeof msg.id === "number") pending.get(msg.id)?.(msg);
   };
-  const send = (method: string, params: Record<string, unknown> = {}) =>
-    new Promise((resolve) => {
-      const id = nextId++;
-      pending.set(id, resolve);
-      ws.send(JSON.stringify({ id, method, params }));
-    });
+  return {
+    send: (method, params = {}) =>
+      new Promise((resolve) => {
+        const id = nextId++;
+        pending.set(id, resolve);
+        ws.send(JSON.stringify({ id, method, params }));
+      }),
+    close: () => ws.close(),
+  };
+}
+
+async function inspectorCall(
+  inspect: string,
+  method: string,
+  params: Record<string, unknown>,
+): Promise<unknown> {
+  const session = await openInspector(inspect);
   try {
-    await send("HeapProfiler.enable");
-    await send("HeapProfiler.collectGarbage");
-    await send("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+    return await session.send(method, params);
   } finally {
-    ws.close();
+    session.close();
+  }
+}
+
+/** Takes a heap snapshot of the process whose inspector listens on `inspect` (`host:port`). */
+export async function takeHeapSnapshot(inspect: string): Promise<string> {
+  const chunks: string[] = [];
+  const session = await openInspector(inspect, (method, params) => {
+    if (method === "HeapProfiler.addHeapSnapshotChunk") chunks.push(String(params.chunk));
+  });
+  try {
+    await session.send("HeapProfiler.enable");
+    await session.send("HeapProfiler.collectGarbage");
+    await session.send("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+  } finally {
+    session.close();
   }
   return chunks.join("");
 }
