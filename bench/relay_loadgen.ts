@@ -43,14 +43,18 @@ export const FANOUT_CONFIGMAP = "bench-fanout";
  * `onInfo` about info lines (the agent's "connected" line marks a Welcome received).
  */
 function countingLogger(counts: Map<string, number>, onInfo: (msg: string) => void = () => {}): Logger {
+  // Numbers (timings, ports) are masked so one cause is one row, with its gRPC code and reason.
+  const count = (level: string, m: string, f?: LogFields) => {
+    const why = f?.error ?? f?.message;
+    const k = `${level}: ${m}${f?.code !== undefined ? ` [code ${f.code}]` : ""}` +
+      (why ? ` (${String(why).replace(/\d+(\.\d+)?/g, "#").slice(0, 100)})` : "");
+    counts.set(k, (counts.get(k) ?? 0) + 1);
+  };
   const l: Logger = {
     debug() {},
     info: (m: string) => onInfo(m),
-    warn: (m: string) => counts.set(`warn: ${m}`, (counts.get(`warn: ${m}`) ?? 0) + 1),
-    error: (m: string, f?: LogFields) => {
-      const k = `error: ${m}${f?.error ? ` (${String(f.error).slice(0, 80)})` : ""}`;
-      counts.set(k, (counts.get(k) ?? 0) + 1);
-    },
+    warn: (m: string, f?: LogFields) => count("warn", m, f),
+    error: (m: string, f?: LogFields) => count("error", m, f),
     child: () => l,
   };
   return l;

@@ -424,6 +424,13 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
     result.rssPerAgentBytes = Math.round((rssN - rss0) / n);
     const fullDesiredBytes = await metric(mport, "meshrelay_sync_bytes_sent_total");
     const stats0 = await all(gens, { cmd: "stats" });
+    result.connectionsAccepted = await metric(mport, "meshrelay_connections_accepted_total");
+    result.bootstrapSessionAttempts = stats0.reduce((s, x) => s + x.sessions, 0);
+    result.bootstrapAgentLogs = stats0.map((x) => x.logs);
+    log(
+      `meshrelay: ${result.connectionsAccepted} connections accepted, ` +
+        `${result.bootstrapSessionAttempts} Sync sessions started by ${n} agents`,
+    );
     const fullDiscoveryBytes = stats0.reduce((s, x) => s + x.discoveryBytesSent, 0);
     log(`meshrelay: RSS ${Math.round(rssN / 2 ** 20)} MiB with ${result.connectedHeld} agents held`);
     const memHeld = await memorySplit(mport);

@@ -18,7 +18,7 @@ import http2 from "node:http2";
 import { GrpcStatus } from "../src/errors.ts";
 import { createCsr, generateKeyPair, privateKeyToPem } from "../src/pki/mod.ts";
 import { AgentMessageCodec, IdentityService, ServerMessageCodec } from "../src/proto/mod.ts";
-import { assertEquals } from "../src/testing/assert.ts";
+import { assert, assertEquals } from "../src/testing/assert.ts";
 import { localServerArgs, metricValue, startServer, waitFor, workspace } from "./relay_e2e_harness.ts";
 import { type ClientPair, rawClient, rawUnary, secretText, withTimeout } from "./support/hostile.ts";
 
@@ -96,6 +96,9 @@ Deno.test({
           "open connections drop",
           async () => (await metricValue(metricsPort!, "meshrelay_connections_open")) <= 5,
         );
+        // Closed connections stay counted as accepted (what docs/relay.md tells operators to watch).
+        const accepted = await metricValue(metricsPort!, "meshrelay_connections_accepted_total");
+        assert(accepted >= silent.length + 1, `accepted ${accepted}, expected at least ${silent.length + 1}`);
       });
 
       await t.step("connections beyond the per-peer limit are closed at accept, logged once", async () => {

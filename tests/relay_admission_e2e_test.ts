@@ -125,14 +125,17 @@ Deno.test("signing admission: a burst is partly refused as busy, and busy agents
           const flood = Promise.all(Array.from({ length: 24 }, async () => {
             while (flooding) await bootstrapOnce(client, { token, cluster: "cluster-1", csrPem: floodCsr });
           }));
-          const real = grpcIdentityTransport({
-            serverAddress: `localhost:${s.port}`,
-            rootCaPem: () => Promise.resolve(rootPem),
-          });
+          // One transport per agent, as in `meshrelay agent`: its retries reuse its connection.
+          const transports = Array.from({ length: AGENTS }, () =>
+            grpcIdentityTransport({
+              serverAddress: `localhost:${s.port}`,
+              rootCaPem: () => Promise.resolve(rootPem),
+            }));
           const attempts = Array.from({ length: AGENTS }, () => ({ busy: 0, other: [] as string[] }));
           const stop = new AbortController();
           const agents = attempts.map((seen, i) => {
             // The agent's own transport, recording what the server answered.
+            const real = transports[i];
             const transport: IdentityTransport = {
               bootstrap: async (req, signal) => {
                 try {
@@ -156,8 +159,11 @@ Deno.test("signing admission: a burst is partly refused as busy, and busy agents
             });
           });
           const loops: Promise<void>[] = [];
+          const accepted = () => metricValue(s.metricsPort!, "meshrelay_connections_accepted_total");
+          let acceptedBefore = 0;
           try {
             await waitFor("the flood keeps the server busy", async () => await refused() > 200, 30_000);
+            acceptedBefore = await accepted();
             loops.push(...agents.map((a) => a.run(stop.signal)));
             await waitFor("every agent tried once", () =>
               agents.every((a, i) => a.current() || attempts[i].busy), 60_000);
@@ -173,9 +179,15 @@ Deno.test("signing admission: a burst is partly refused as busy, and busy agents
             await waitFor("every agent has a certificate", () => agents.every((a) => a.current()), 90_000);
             assertEquals(attempts.flatMap((a) => a.other), [], "no answer but busy and issued");
             assert(agents.every((a) => a.status().state === "ready"));
+            // A busy answer comes on a working connection: the retry reuses it (each closed connection
+            // costs the server memory, docs/relay.md "Known limits").
+            const busy = attempts.reduce((n, a) => n + a.busy, 0);
+            const made = await accepted() - acceptedBefore;
+            assert(made <= AGENTS, `${made} connections for ${AGENTS} agents and ${busy} busy retries`);
           } finally {
             stop.abort();
             await Promise.all(loops);
+            for (const tr of transports) tr.close();
           }
         },
       );

@@ -141,6 +141,12 @@ export class LimitedListener {
       "TCP connections closed at accept because a connection limit was reached, by limit.",
     );
     const open = o.metrics?.gauge("meshrelay_connections_open", "TCP connections open on the gRPC port.");
+    // Accepted minus open is the number of connections that have closed: on Deno 2.9.3 each keeps memory
+    // (docs/relay.md, Known limits), so this is what to watch next to process_resident_memory_bytes.
+    const accepted = o.metrics?.counter(
+      "meshrelay_connections_accepted_total",
+      "TCP connections accepted on the gRPC port (within the limits).",
+    );
     const lastWarned = new Map<string, number>();
     const sockets = new Set<net.Socket>();
     const server = net.createServer({ pauseOnConnect: false }, (socket) => {
@@ -168,6 +174,7 @@ export class LimitedListener {
       }
       sockets.add(socket);
       open?.inc();
+      accepted?.inc();
       let released = false;
       const release = () => {
         if (released) return;

@@ -1,7 +1,11 @@
 /**
  * {@linkcode IdentityTransport} over gRPC: Bootstrap over server-authenticated TLS (no client
- * certificate), Renew over mTLS with the current certificate. One short-lived channel per call: these
- * calls are rare (once per certificate lifetime), and a fresh channel always uses the key pair given.
+ * certificate), Renew over mTLS with the current certificate. These calls are rare (once per
+ * certificate lifetime), so a channel lives for one call and its retries: it is kept after an answer
+ * that says "ask again" on a working connection (busy, refused) and reused by the next call with the
+ * same credentials, and closed after anything else. In a bootstrap storm an agent refused as busy
+ * retries on the connection it has instead of making one more (each closed connection costs the
+ * server memory on the pinned Deno, docs/relay.md "Known limits").
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
@@ -68,10 +72,70 @@ export interface GrpcIdentityTransportOptions {
   deadlineMs?: number;
 }
 
+/**
+ * Statuses the server sends on a working connection when the caller may ask again: the channel is
+ * worth keeping for the retry. Anything else (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED…) may be the
+ * connection's fault, and a success changes the credentials the next call uses.
+ */
+const KEEP_CHANNEL_AFTER = new Set<number>([
+  GrpcStatus.RESOURCE_EXHAUSTED,
+  GrpcStatus.UNAUTHENTICATED,
+  GrpcStatus.PERMISSION_DENIED,
+  GrpcStatus.FAILED_PRECONDITION,
+  GrpcStatus.INVALID_ARGUMENT,
+  GrpcStatus.NOT_FOUND,
+]);
+
+interface KeptChannel {
+  key: string;
+  client: IdentityClient;
+  calls: number;
+  /** False once a call on it ended in a way that is not worth keeping it for. */
+  reusable: boolean;
+}
+
 /** The gRPC implementation (also of SignMeshCa, for the agent's Istio intermediate CA). */
 export function grpcIdentityTransport(
   opts: GrpcIdentityTransportOptions,
-): IdentityTransport & MeshCaTransport {
+): IdentityTransport & MeshCaTransport & { close(): void } {
+  let kept: KeptChannel | undefined;
+  const release = (ch: KeptChannel, keep: boolean) => {
+    ch.calls--;
+    if (!keep) ch.reusable = false;
+    if (ch.calls > 0) return;
+    if (ch.reusable && kept === ch) return;
+    if (kept === ch) kept = undefined;
+    closeClient(ch.client);
+  };
+  const acquire = async (client: ClientKeyPair | undefined): Promise<KeptChannel> => {
+    const rootCaPem = await opts.rootCaPem();
+    const key = `${rootCaPem}\0${client?.certChainPem ?? ""}`;
+    if (kept && kept.key === key && kept.reusable) {
+      kept.calls++;
+      return kept;
+    }
+    const old = kept;
+    kept = undefined;
+    if (old) {
+      // Other credentials now: the old channel goes when its last call ends.
+      old.reusable = false;
+      if (old.calls === 0) closeClient(old.client);
+    }
+    const ch = channelFor({
+      serverAddress: opts.serverAddress,
+      authority: opts.authority,
+      rootCaPem,
+      client,
+      options: opts.channelOptions,
+    });
+    kept = {
+      key,
+      client: new IdentityClient(ch.target, ch.credentials, ch.options),
+      calls: 1,
+      reusable: true,
+    };
+    return kept;
+  };
   const call = async <Req, Res>(
     client: ClientKeyPair | undefined,
     fn: (
@@ -83,31 +147,35 @@ export function grpcIdentityTransport(
     req: Req,
     signal?: AbortSignal,
   ): Promise<Res> => {
-    const ch = channelFor({
-      serverAddress: opts.serverAddress,
-      authority: opts.authority,
-      rootCaPem: await opts.rootCaPem(),
-      client,
-      options: opts.channelOptions,
-    });
-    const c = new IdentityClient(ch.target, ch.credentials, ch.options);
+    const ch = await acquire(client);
+    let keep = false;
     try {
       return await new Promise<Res>((resolve, reject) => {
         const deadline = new Date(Date.now() + (opts.deadlineMs ?? IDENTITY_CALL_DEADLINE_MS));
-        const pending = fn(c, req, deadline, (e, r) => {
+        const pending = fn(ch.client, req, deadline, (e, r) => {
           signal?.removeEventListener("abort", onAbort);
-          if (e) reject(errorFromStatus(e));
-          else resolve(r);
+          if (e) {
+            keep = e.code !== undefined && KEEP_CHANNEL_AFTER.has(e.code);
+            reject(errorFromStatus(e));
+          } else resolve(r);
         });
         const onAbort = () => pending.cancel();
         if (signal?.aborted) onAbort();
         else signal?.addEventListener("abort", onAbort, { once: true });
       });
     } finally {
-      closeClient(c);
+      release(ch, keep && !signal?.aborted);
     }
   };
   return {
+    /** Closes the channel kept for a retry (calls in flight finish first). */
+    close: () => {
+      const ch = kept;
+      kept = undefined;
+      if (!ch) return;
+      ch.reusable = false;
+      if (ch.calls === 0) closeClient(ch.client);
+    },
     bootstrap: (req: BootstrapRequest, signal?: AbortSignal) =>
       call<BootstrapRequest, CertificateResponse>(
         undefined,

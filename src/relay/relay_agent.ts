@@ -283,8 +283,11 @@ export class RelayAgent {
     }
 
     const tasks: Promise<unknown>[] = [sync.run(abort.signal)];
-    if (identity) tasks.push(identity.run(abort.signal));
-    if (istioCa) tasks.push(istioCa.run(abort.signal));
+    const identityTasks: Promise<unknown>[] = [];
+    if (identity) identityTasks.push(identity.run(abort.signal));
+    if (istioCa) identityTasks.push(istioCa.run(abort.signal));
+    // The identity channel kept for a retry goes when the loops that call it have stopped.
+    tasks.push(Promise.allSettled(identityTasks).then(() => transport?.close()));
     log.info("relay agent started", {
       security: o.mode,
       server: o.serverAddress,
