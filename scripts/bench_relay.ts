@@ -187,9 +187,11 @@ type Json = Record<string, any>;
 
 async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promise<Json> {
   const port = freePort();
+  const inspect = o.heapSnapshot ? `127.0.0.1:${freePort()}` : undefined;
   const srv = new Driven("baseline", [
     "run",
     "-A",
+    ...(inspect ? [`--inspect=${inspect}`] : []),
     // The same flags as the meshrelay server: the ratio is meshrelay's cost, not the flags'.
     ...(o.serverV8Flags ? [`--v8-flags=${o.serverV8Flags}`] : []),
     "bench/baseline_server.ts",
@@ -205,6 +207,7 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
   await srv.ready();
   await sleep(1000);
   const rss0 = rssOf(srv.proc.pid);
+  const idleHeap = inspect ? await snapshot(inspect, `${o.heapSnapshot}-${n}-baseline-idle.heapsnapshot`) : undefined;
   const gens = startLoadgens(Math.ceil(n / o.perLoadgen), tmp);
   try {
     await Promise.all(gens.map((g) => g.ready()));
@@ -238,6 +241,13 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
       heapTotal: Number(mem.heapTotal),
       external: Number(mem.external),
     });
+    if (inspect && idleHeap) {
+      const held = await snapshot(inspect, `${o.heapSnapshot}-${n}-baseline-held.heapsnapshot`);
+      log(
+        `baseline: heap with ${n} streams held vs idle\n` +
+          formatHeapSummary(diffHeapSummaries(idleHeap, held), { top: 40, perUnit: { n, unit: "stream" } }),
+      );
+    }
     log(`baseline: memory with ${n} streams held: ${mibs(memSplit)}`);
 
     const fan: number[] = [];
@@ -317,11 +327,11 @@ class RelayProcess {
 async function snapshot(inspect: string, file: string): Promise<HeapSummary> {
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)}`;
   const m = await memoryOf(inspect);
-  log(`meshrelay: memory (MiB) ${Object.entries(m).map(([k, v]) => `${k}=${mib(v)}`).join(" ")}`);
+  log(`memory (MiB) ${Object.entries(m).map(([k, v]) => `${k}=${mib(v)}`).join(" ")}`);
   const text = await takeHeapSnapshot(inspect);
   await Deno.writeTextFile(file, text);
   const s = summarizeHeapSnapshot(text);
-  log(`meshrelay: heap snapshot ${file}: ${Math.round(s.totalBytes / 2 ** 20)} MiB live`);
+  log(`heap snapshot ${file}: ${Math.round(s.totalBytes / 2 ** 20)} MiB live`);
   return s;
 }
 
@@ -727,8 +737,9 @@ if (import.meta.main) {
     .option("--no-storm", "skip the kill -9 reconnect storm")
     .option(
       "--heap-snapshot <prefix>",
-      "take server heap snapshots (idle and with N agents) into PREFIX-N-{idle,held}.heapsnapshot and print " +
-        "what grew per agent",
+      "take heap snapshots of the server and of the baseline (idle and with N agents) into " +
+        "PREFIX-N-{idle,held}.heapsnapshot and PREFIX-N-baseline-{idle,held}.heapsnapshot and print what grew " +
+        "per agent",
     )
     .option(
       "--wave <n>",
