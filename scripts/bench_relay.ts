@@ -207,7 +207,9 @@ async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promi
   await srv.ready();
   await sleep(1000);
   const rss0 = rssOf(srv.proc.pid);
-  const idleHeap = inspect ? await snapshot(inspect, `${o.heapSnapshot}-${n}-baseline-idle.heapsnapshot`) : undefined;
+  const idleHeap = inspect
+    ? await snapshot(inspect, `${o.heapSnapshot}-${n}-baseline-idle.heapsnapshot`)
+    : undefined;
   const gens = startLoadgens(Math.ceil(n / o.perLoadgen), tmp);
   try {
     await Promise.all(gens.map((g) => g.ready()));
