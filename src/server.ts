@@ -8,10 +8,9 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { type Clock, systemClock } from "./clock.ts";
 import { collect, parseDuration, parsePort, parsePositiveInt } from "./cli_flags.ts";
-import { kubeNamespace, loadKubeClient, validateNamespace } from "./cli_kube.ts";
 import { InvalidInputError } from "./errors.ts";
 import { jsonLogger, type Logger } from "./log.ts";
-import { type KubeClient, KubeConfigSource, KubeSecretStore } from "./kube/mod.ts";
+import type { KubeClient } from "./kube/mod.ts";
 import { runProgram } from "./cli_run.ts";
 import {
   addKubeOptions,
@@ -109,16 +108,28 @@ interface KubeOpts {
   namespace?: string;
 }
 
-/** The management cluster and namespace when `--kube` is given (the one place the server loads kubeconfig). */
-function kubeTarget(opts: KubeOpts): { client: KubeClient; namespace: string } | undefined {
+/** The management cluster: its client, namespace, and the Kubernetes module. */
+interface KubeTarget {
+  client: KubeClient;
+  namespace: string;
+  kube: typeof import("./kube/mod.ts");
+}
+
+/**
+ * The management cluster and namespace when `--kube` is given (the one place the server loads kubeconfig).
+ * The Kubernetes client is imported here, not at startup: it alone adds ~65 MiB of RSS, which a server
+ * on `--secrets-dir` and `--config-dir` never needs.
+ */
+async function kubeTarget(opts: KubeOpts): Promise<KubeTarget | undefined> {
   if (!opts.kube) {
     if (opts.kubeconfig || opts.context) {
       throw new InvalidInputError("--kubeconfig and --context need --kube");
     }
     return undefined;
   }
-  const client = loadKubeClient({ kubeconfig: opts.kubeconfig, context: opts.context });
-  return { client, namespace: validateNamespace(kubeNamespace(opts.namespace), "--namespace") };
+  const [cli, kube] = await Promise.all([import("./cli_kube.ts"), import("./kube/mod.ts")]);
+  const client = cli.loadKubeClient({ kubeconfig: opts.kubeconfig, context: opts.context });
+  return { client, namespace: cli.validateNamespace(cli.kubeNamespace(opts.namespace), "--namespace"), kube };
 }
 
 /** DNS names of the shipped `meshrelay-server` Service in `ns` (deploy/server/40-service.yaml). */
@@ -126,8 +137,8 @@ function serviceDnsNames(ns: string): string[] {
   return ["meshrelay-server", `meshrelay-server.${ns}`, `meshrelay-server.${ns}.svc`];
 }
 
-function kubeStore(t: { client: KubeClient; namespace: string }): SecretStore {
-  return new KubeSecretStore({ client: t.client, namespace: t.namespace, labels: SECRET_LABELS });
+function kubeStore(t: KubeTarget): SecretStore {
+  return new t.kube.KubeSecretStore({ client: t.client, namespace: t.namespace, labels: SECRET_LABELS });
 }
 
 /**
@@ -144,7 +155,10 @@ function openStore(opts: { secretsDir?: string }, log?: Logger): SecretStore {
 }
 
 /** The store of the `token` and `revoke` subcommands: the running server's (`--kube` or `--secrets-dir`). */
-function requireStore(opts: KubeOpts & { secretsDir?: string }, parent?: Command): SecretStore {
+async function requireStore(
+  opts: KubeOpts & { secretsDir?: string },
+  parent?: Command,
+): Promise<SecretStore> {
   const p = (parent?.opts() ?? {}) as KubeOpts & { secretsDir?: string };
   const merged: KubeOpts = {
     kube: opts.kube ?? p.kube,
@@ -153,7 +167,7 @@ function requireStore(opts: KubeOpts & { secretsDir?: string }, parent?: Command
     namespace: opts.namespace ?? p.namespace,
   };
   const dir: string | undefined = opts.secretsDir ?? p.secretsDir;
-  const kube = kubeTarget(merged);
+  const kube = await kubeTarget(merged);
   if (kube && dir) throw new InvalidInputError("--kube and --secrets-dir exclude each other");
   if (kube) return kubeStore(kube);
   if (!dir) {
@@ -356,7 +370,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .action(async (opts) => {
       const mode = securityModeOf(opts);
       const level = logLevelOf(opts.logLevel);
-      const kube = kubeTarget(opts);
+      const kube = await kubeTarget(opts);
       if (kube && (opts.secretsDir || opts.configDir)) {
         throw new InvalidInputError("--kube excludes --secrets-dir and --config-dir");
       }
@@ -367,7 +381,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       const log = jsonLogger({ level, fields: { mode: "server" } });
       const store = kube ? kubeStore(kube) : openStore(opts, log);
       const config: ConfigSource = kube
-        ? new KubeConfigSource({ kubeConfig: kube.client.kubeConfig, clock: deps.clock, log })
+        ? new kube.kube.KubeConfigSource({ kubeConfig: kube.client.kubeConfig, clock: deps.clock, log })
         : new DirectoryConfigSource({ root: opts.configDir, clock: deps.clock, log });
       if (kube) {
         log.info("using the Kubernetes backends", { server: kube.client.server, namespace: kube.namespace });
@@ -452,7 +466,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .addOption(secretsDirOption())
     .action(async (opts) => {
       validateClusterName(opts.cluster);
-      const created = await new TokenAuthority({ store: requireStore(opts, program) }).create(
+      const created = await new TokenAuthority({ store: await requireStore(opts, program) }).create(
         opts.cluster,
         {
           now: deps.clock.now(),
@@ -472,7 +486,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .addOption(secretsDirOption())
     .action(async (opts) => {
       const now = deps.clock.now().getTime();
-      for (const t of await new TokenAuthority({ store: requireStore(opts, program) }).list()) {
+      for (const t of await new TokenAuthority({ store: await requireStore(opts, program) }).list()) {
         const state = t.usedAt
           ? `used ${t.usedAt.toISOString()}`
           : t.expiresAt.getTime() <= now
@@ -486,7 +500,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .description("Delete a per-cluster token before it is used.")
     .addOption(secretsDirOption())
     .action(async (id: string, opts) => {
-      const gone = await new TokenAuthority({ store: requireStore(opts, program) }).revoke(id);
+      const gone = await new TokenAuthority({ store: await requireStore(opts, program) }).revoke(id);
       if (!gone) throw new InvalidInputError(`no token with id ${id}`);
       setCode(0);
     });
@@ -503,7 +517,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .addOption(secretsDirOption())
     .action(async (opts) => {
       if (!/^[0-9a-fA-F:]+$/.test(opts.serial)) throw new InvalidInputError("--serial must be hexadecimal");
-      const list = await RevocationList.load(requireStore(opts, program));
+      const list = await RevocationList.load(await requireStore(opts, program));
       await list.revokeSerial(opts.serial, {
         now: deps.clock.now(),
         reason: opts.reason,
