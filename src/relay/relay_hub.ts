@@ -191,9 +191,9 @@ export class RelayHub {
     return this.#configs;
   }
 
-  /** Registered cluster names, sorted. */
-  clusters(): string[] {
-    return this.#registry.list().map((c) => c.name).sort();
+  /** Registered cluster names, sorted (shared and frozen: no copy per call). */
+  clusters(): readonly string[] {
+    return this.#registry.names();
   }
 
   /**
@@ -487,7 +487,7 @@ export class RelayHub {
       signal?.throwIfAborted();
       this.#configs = docs;
       const change = this.#registry.update(docs);
-      this.#m.registered.set(this.#registry.list().length);
+      this.#m.registered.set(this.#registry.size);
       if (change.added.length + change.removed.length + change.updated.length > 0) {
         this.#log.info("cluster registry changed", { ...change });
       }

@@ -14,9 +14,15 @@ export interface RegistryChange {
   updated: string[];
 }
 
-/** Registered clusters, kept up to date from the declared documents. */
+/**
+ * Registered clusters, kept up to date from the declared documents. What it returns is frozen and
+ * shared, not copied: the hub reads the whole registry on every recompute and the server every 500 ms,
+ * and at 5,000 clusters copying it each time was a measurable part of a config fan-out.
+ */
 export class ClusterRegistry {
-  #clusters = new Map<string, ClusterInfo>();
+  #clusters = new Map<string, Readonly<ClusterInfo>>();
+  #list: readonly Readonly<ClusterInfo>[] = [];
+  #names: readonly string[] = [];
 
   /** A registry holding the `KubernetesCluster` documents among `docs`. */
   static fromConfig(docs: readonly KubeObject[]): ClusterRegistry {
@@ -27,7 +33,11 @@ export class ClusterRegistry {
 
   /** Replaces the registry with the `KubernetesCluster` documents among `docs`; reports what changed. */
   update(docs: readonly KubeObject[]): RegistryChange {
-    const next = new Map(parseDeclaredConfig(docs).clusters.map((c) => [c.name, c]));
+    const next = new Map(
+      parseDeclaredConfig(docs).clusters.map((
+        c,
+      ) => [c.name, Object.freeze({ ...c, labels: Object.freeze(c.labels) })]),
+    );
     const change: RegistryChange = { added: [], removed: [], updated: [] };
     for (const [name, c] of next) {
       const prev = this.#clusters.get(name);
@@ -36,13 +46,14 @@ export class ClusterRegistry {
     }
     for (const name of this.#clusters.keys()) if (!next.has(name)) change.removed.push(name);
     this.#clusters = next;
+    this.#list = Object.freeze([...next.values()]);
+    this.#names = Object.freeze([...next.keys()].sort());
     return change;
   }
 
   /** The cluster called `name`, if registered. */
-  get(name: string): ClusterInfo | undefined {
-    const c = this.#clusters.get(name);
-    return c && structuredClone(c);
+  get(name: string): Readonly<ClusterInfo> | undefined {
+    return this.#clusters.get(name);
   }
 
   /** Whether `name` is registered. */
@@ -50,13 +61,18 @@ export class ClusterRegistry {
     return this.#clusters.has(name);
   }
 
-  /** Number of registered clusters (no copies, unlike `list`). */
+  /** Number of registered clusters. */
   get size(): number {
     return this.#clusters.size;
   }
 
-  /** All registered clusters, by name. */
-  list(): ClusterInfo[] {
-    return [...this.#clusters.values()].map((c) => structuredClone(c));
+  /** All registered clusters, in the order the declared documents gave them. */
+  list(): readonly Readonly<ClusterInfo>[] {
+    return this.#list;
+  }
+
+  /** Registered cluster names, sorted. */
+  names(): readonly string[] {
+    return this.#names;
   }
 }

@@ -1,4 +1,4 @@
-import { assertEquals } from "../testing/assert.ts";
+import { assertEquals, assertThrows } from "../testing/assert.ts";
 import { ClusterRegistry } from "./cluster_registry.ts";
 import type { KubeObject } from "./types.ts";
 
@@ -25,8 +25,11 @@ Deno.test("ClusterRegistry", async (t) => {
     ["unchanged", [kc("a", { env: "dev" })], { added: [], removed: [], updated: [] }],
   ];
   for (const [name, docs, want] of steps) await t.step(name, () => assertEquals(r.update(docs), want));
-  await t.step("returned objects do not alias the registry", () => {
-    r.get("a")!.labels.env = "tampered";
-    assertEquals(r.get("a")?.labels.env, "dev");
+  await t.step("returned objects are frozen: the registry cannot be changed through them", () => {
+    assertThrows(() => {
+      (r.get("a")!.labels as Record<string, string>).env = "tampered";
+    }, TypeError);
+    assertThrows(() => (r.names() as string[]).push("zz"), TypeError);
+    assertEquals([r.get("a")?.labels.env, r.names()], ["dev", ["a"]]);
   });
 });
