@@ -99,7 +99,7 @@ export class RelayHub {
   #log: Logger;
   #registry = new ClusterRegistry();
   #tracker: DesiredStateTracker;
-  #configs: KubeObject[] = [];
+  #configs: readonly KubeObject[] = [];
   #records = new Map<string, ClusterRecord>();
   #sessions = new Map<string, SyncSession>();
   #loaded = false;

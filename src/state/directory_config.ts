@@ -5,7 +5,6 @@
  */
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
-import { contentHash } from "./canonical.ts";
 import { ManifestDirectory, rescanTriggers } from "./manifest_dir.ts";
 import type { ConfigSource, KubeObject } from "./types.ts";
 
@@ -37,10 +36,10 @@ export class DirectoryConfigSource implements ConfigSource {
     this.#dir = new ManifestDirectory(opts.root, { log: opts.log.child({ component: "directory-config" }) });
   }
 
-  async list(_signal?: AbortSignal): Promise<KubeObject[]> {
-    const docs = await this.#dir.read();
-    this.#lastHash = contentHash(docs);
-    return docs;
+  async list(_signal?: AbortSignal): Promise<readonly KubeObject[]> {
+    const snap = await this.#dir.snapshot();
+    this.#lastHash = snap.version;
+    return snap.objects;
   }
 
   async *changes(signal: AbortSignal): AsyncIterable<void> {
@@ -55,7 +54,7 @@ export class DirectoryConfigSource implements ConfigSource {
     for await (const _ of triggers) {
       let hash: string;
       try {
-        hash = contentHash(await this.#dir.read());
+        hash = (await this.#dir.snapshot()).version;
       } catch (e) {
         this.#opts.log.warn("config rescan failed; keeping the last known state", {
           dir: this.#dir.root,

@@ -15,6 +15,10 @@ Deno.test("DirectoryConfigSource", async (t) => {
   await t.step("list reads every document", async () => {
     assertEquals((await src.list()).map((d) => d.metadata.name), ["c1", "c2"]);
   });
+  await t.step("documents are frozen and shared by reads of an unchanged folder, not copied", async () => {
+    const [a, b] = [await src.list(), await src.list()];
+    assert(a[0] === b[0] && Object.isFrozen(a[0]) && Object.isFrozen(a[0].metadata), "shared, deep-frozen");
+  });
   const ctl = new AbortController();
   const it = src.changes(ctl.signal)[Symbol.asyncIterator]();
   const steps: [string, () => Promise<void>, boolean][] = [
@@ -26,6 +30,11 @@ Deno.test("DirectoryConfigSource", async (t) => {
     [
       "a rewrite with identical documents stays silent",
       () => Deno.writeTextFile(`${root}/clusters.yaml`, kc("c1", "dev")),
+      false,
+    ],
+    [
+      "other text with the same documents (a comment) stays silent",
+      () => Deno.writeTextFile(`${root}/clusters.yaml`, "# reviewed\n" + kc("c1", "dev")),
       false,
     ],
     ["a new nested file signals", async () => {

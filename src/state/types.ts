@@ -57,7 +57,7 @@ export interface ClusterInfo {
 /** Declared state in the management plane: objects and which clusters they target. */
 export interface ConfigSource {
   /** All declared config documents. */
-  list(signal?: AbortSignal): Promise<KubeObject[]>;
+  list(signal?: AbortSignal): Promise<readonly KubeObject[]>;
   /** Yields once per change (coalescing is fine) until `signal` aborts. */
   changes(signal: AbortSignal): AsyncIterable<void>;
 }

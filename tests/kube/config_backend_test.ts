@@ -25,7 +25,8 @@ export async function shippedCrds(): Promise<KubeObject[]> {
   return out.sort((a, b) => a.metadata.name < b.metadata.name ? -1 : 1);
 }
 
-const sorted = (docs: KubeObject[]) => [...docs].sort((a, b) => objectKey(a) < objectKey(b) ? -1 : 1);
+const sorted = (docs: readonly KubeObject[]) =>
+  [...docs].sort((a, b) => objectKey(a) < objectKey(b) ? -1 : 1);
 
 const clusterConfig = (name: string, data: Record<string, string>): KubeObject => ({
   apiVersion: CONFIG_API_VERSION,
