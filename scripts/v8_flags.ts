@@ -10,6 +10,13 @@
  * - with `--optimize-for-size` too: 304 MiB (smaller heap growth steps, bytecode flushed sooner).
  * The price is CPU: fan-out p99 at 1,000 agents 667 ms instead of 530 ms (the target is 1 s), at 2,000
  * agents 1,184 ms instead of 803 ms. Memory is what limits how many agents one server holds, so it wins.
+ * Re-measured at 5,000 agents (one `--no-storm` run each, RSS held, fan-out p50 / p99):
+ * - V8 defaults: 1,028 MiB, 659 / 1,386 ms;
+ * - `--max-semi-space-size=4` alone: 1,071 MiB, 904 / 1,929 ms (no gain without the next flag);
+ * - `--max-semi-space-size=16 --optimize-for-size`: 720 MiB, 1,099 / 1,871 ms (a larger young
+ *   generation buys nothing back);
+ * - these flags: 719 MiB, 1,203 / 1,775 ms. In a CPU profile of that fan-out half the time is the garbage
+ *   collector: the cost of `--optimize-for-size`'s tighter heap on a 220 MiB live heap.
  * @module
  */
 export const RUNTIME_V8_FLAGS: readonly string[] = ["--max-semi-space-size=4", "--optimize-for-size"];
