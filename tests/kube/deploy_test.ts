@@ -121,6 +121,32 @@ Deno.test("deploy/ manifests: shape, ports, probes, scrape annotations, referenc
       });
     },
   );
+  await t.step(
+    "the Containerfile builds the image the Deployments run from the compiled binary",
+    async () => {
+      const text = await Deno.readTextFile(`${deployDir}Containerfile`);
+      const lines = text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("#"));
+      const directive = (name: string) =>
+        lines.filter((l) => l.startsWith(`${name} `)).map((l) => l.slice(name.length + 1));
+      // deno compile output is dynamically linked against glibc and libgcc_s: the distroless "cc" base has them.
+      assertEquals(directive("FROM"), ["gcr.io/distroless/cc-debian12:nonroot"]);
+      // What `deno task compile` writes by default (scripts/compile.ts), into a directory on PATH.
+      assertEquals(directive("COPY"), ["dist/meshrelay /usr/local/bin/meshrelay"]);
+      // The manifests give only args (the mode), so the entrypoint must be the binary itself.
+      assertEquals(directive("ENTRYPOINT"), ['["/usr/local/bin/meshrelay"]']);
+      for (const mode of ["server", "agent"]) {
+        const tpl = templateOf(find(all.get(mode)!, "Deployment", `meshrelay-${mode}`)) as unknown as {
+          spec: {
+            securityContext: { runAsUser: number; runAsGroup: number };
+            containers: { command?: string[] }[];
+          };
+        };
+        assertEquals(tpl.spec.containers[0].command, undefined, mode);
+        const { runAsUser, runAsGroup } = tpl.spec.securityContext;
+        assertEquals(directive("USER"), [`${runAsUser}:${runAsGroup}`], mode);
+      }
+    },
+  );
   await t.step("the CRDs are the four meshrelay.io v1alpha1 kinds", () => {
     const crds = all.get("crds")!;
     assertEquals(crds.map((c) => c.metadata.name).sort(), [
