@@ -77,8 +77,17 @@ export class FileSecretStore implements SecretStore {
         if (cur) {
           const old = `${this.root}/.${name}.old-${randomSuffix()}`;
           await Deno.rename(dst, old);
-          await Deno.rename(tmp, dst);
-          await Deno.remove(old, { recursive: true });
+          try {
+            await Deno.rename(tmp, dst);
+          } catch (e) {
+            // Put the old secret back now rather than leave it to the next access's repair.
+            await Deno.rename(old, dst).catch(() => {});
+            throw e;
+          }
+          // The new secret is in place: the put has happened. Removing the old folder is cleanup; if it
+          // fails (a read-only file in it), the next put or repair drops it, and the caller must not be
+          // told the put failed when it did not.
+          await Deno.remove(old, { recursive: true }).catch(() => {});
         } else {
           await Deno.rename(tmp, dst);
         }
