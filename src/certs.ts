@@ -62,6 +62,7 @@ import {
   secretsToYaml,
   verifyFiles,
   writeFileAtomic,
+  writeFileUndoable,
   writePlanToDir,
 } from "./certs/mod.ts";
 
@@ -381,13 +382,15 @@ Reference: docs/certs.md.`,
     if (result.rootKeyPem && keepInDir) {
       files.push({ path: RELAY_ROOT_KEY_FILE, data: enc.encode(result.rootKeyPem) });
     }
-    if (result.rootKeyPem && rootKeyOut) {
-      await writeFileAtomic(rootKeyOut, enc.encode(result.rootKeyPem), { overwrite: opts.force === true });
-    }
+    // The key goes first (without it the new root is useless); a failure after it puts back what was
+    // there before (with --force, possibly the key of the PKI this run was replacing).
+    const undoRootKey = result.rootKeyPem && rootKeyOut
+      ? await writeFileUndoable(rootKeyOut, enc.encode(result.rootKeyPem), { overwrite: opts.force === true })
+      : undefined;
     try {
       await emit(deps, progress, opts, result.secrets, files);
     } catch (e) {
-      if (rootKeyOut) await Deno.remove(rootKeyOut).catch(() => {});
+      await undoRootKey?.().catch(() => {});
       throw e;
     }
     if (result.rootKeyPem && !keepInDir && !rootKeyOut) {
@@ -561,14 +564,20 @@ Reference: docs/certs.md.`,
       files.push({ path: ISTIO_ROOT_CERT_FILE, data: enc.encode(result.newRoot.certPem), mode: 0o644 });
       files.push({ path: ISTIO_ROOT_KEY_FILE, data: enc.encode(result.newRoot.keyPem) });
     }
+    let undoRootKey: (() => Promise<void>) | undefined;
     if (result.newRoot && !keepRootInDir) {
       if (opts.rootKeyOut) {
-        await writeFileAtomic(opts.rootKeyOut, enc.encode(result.newRoot.keyPem), {
+        undoRootKey = await writeFileUndoable(opts.rootKeyOut, enc.encode(result.newRoot.keyPem), {
           overwrite: opts.force === true,
         });
       } else progress.note("the new Istio root CA key was not kept (pass --root-key-out FILE to keep it)");
     }
-    await emit(deps, progress, opts, result.secrets, files);
+    try {
+      await emit(deps, progress, opts, result.secrets, files);
+    } catch (e) {
+      await undoRootKey?.().catch(() => {});
+      throw e;
+    }
     setCode(0);
   });
 

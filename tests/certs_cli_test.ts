@@ -686,6 +686,22 @@ Deno.test("bad input: one line, the right exit code, nothing written", async (t)
   });
 });
 
+Deno.test("a failure after --root-key-out puts back the key file --force was replacing", async () => {
+  await withTmp(async (dir) => {
+    await ok(dir, ["init", "--out", "pki", "--root-key-out", "root.key"]);
+    const key = await Deno.readTextFile(`${dir}/root.key`);
+    // A secret folder that is now a file: preflight passes with --force, writing the secrets fails.
+    await Deno.remove(`${dir}/pki/relay-server-tls-secret`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/pki/relay-server-tls-secret`, "not a folder");
+    const before = await tree(dir);
+    const r = await certs(dir, ["init", "--force", "--out", "pki", "--root-key-out", "root.key"]);
+    assertNotEquals(r.code, 0);
+    assertMatch(r.stderr.trim(), /^meshrelay certs: .*nothing was changed$/);
+    assertEquals(await tree(dir), before);
+    assertEquals(await Deno.readTextFile(`${dir}/root.key`), key, "the root key it was replacing is gone");
+  });
+});
+
 Deno.test("certs verify and check: exit codes and reasons", async (t) => {
   await withTmp(async (dir) => {
     await ok(dir, ["init", "--out", "pki", "--days-server", "30"]);

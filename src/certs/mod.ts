@@ -13,6 +13,7 @@ export {
   preflightDir,
   preflightFile,
   writeFileAtomic,
+  writeFileUndoable,
   writePlanToDir,
 } from "./output.ts";
 export { type Progress, progressReporter, silentProgress } from "./progress.ts";

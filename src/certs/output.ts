@@ -166,6 +166,34 @@ export async function writeFileAtomic(
 }
 
 /**
+ * {@linkcode writeFileAtomic}, returning how to take it back: the previous content (and mode) restored when
+ * `path` existed (`overwrite`), the file removed when it did not. For a file written before the rest of a
+ * command's output (a root key kept with `--root-key-out`), so a later failure leaves nothing changed.
+ */
+export async function writeFileUndoable(
+  path: string,
+  data: Uint8Array,
+  opts: WriteFileOptions = {},
+): Promise<() => Promise<void>> {
+  let prev: { data: Uint8Array; mode: number } | undefined;
+  if (opts.overwrite) {
+    try {
+      const info = await Deno.stat(path);
+      prev = { data: await Deno.readFile(path), mode: (info.mode ?? 0o600) & 0o777 };
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+  await writeFileAtomic(path, data, opts);
+  return prev
+    ? () => replaceFileAtomic(path, prev.data, { mode: prev.mode })
+    : () =>
+      Deno.remove(path).catch((e) => {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      });
+}
+
+/**
  * Writes a whole plan under `out`, all or nothing (see the module doc). Returns the paths written
  * (secret folders and files), for the command's summary.
  */

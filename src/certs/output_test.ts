@@ -1,7 +1,13 @@
 import { AlreadyExistsError, InvalidInputError } from "../errors.ts";
 import { FileSecretStore } from "../store/mod.ts";
 import { assert, assertEquals, assertRejects } from "../testing/assert.ts";
-import { type OutputPlan, preflightDir, writeFileAtomic, writePlanToDir } from "./output.ts";
+import {
+  type OutputPlan,
+  preflightDir,
+  writeFileAtomic,
+  writeFileUndoable,
+  writePlanToDir,
+} from "./output.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -170,5 +176,35 @@ Deno.test("writeFileAtomic refuses to replace unless asked", async () => {
     assertEquals(await Deno.readTextFile(`${tmp}/m.yaml`), "c");
     assertEquals((await Deno.stat(`${tmp}/m.yaml`)).mode! & 0o777, 0o600);
     assert((await tree(tmp)).length === 1);
+  });
+});
+
+Deno.test("writeFileUndoable: undo puts back the replaced file, or removes a new one", async (t) => {
+  await t.step("replaced (overwrite): old content and mode back", async () => {
+    await withTmp(async (tmp) => {
+      await Deno.writeTextFile(`${tmp}/root.key`, "OLD KEY", { mode: 0o400 });
+      await Deno.chmod(`${tmp}/root.key`, 0o400);
+      const undo = await writeFileUndoable(`${tmp}/root.key`, enc.encode("NEW KEY"), { overwrite: true });
+      assertEquals(await Deno.readTextFile(`${tmp}/root.key`), "NEW KEY");
+      await undo();
+      assertEquals(await Deno.readTextFile(`${tmp}/root.key`), "OLD KEY");
+      assertEquals((await Deno.stat(`${tmp}/root.key`)).mode! & 0o777, 0o400);
+      assertEquals(await tree(tmp), ["root.key"]);
+    });
+  });
+  await t.step("new: removed", async () => {
+    await withTmp(async (tmp) => {
+      const undo = await writeFileUndoable(`${tmp}/root.key`, enc.encode("NEW KEY"));
+      assertEquals((await Deno.stat(`${tmp}/root.key`)).mode! & 0o777, 0o600);
+      await undo();
+      assertEquals(await tree(tmp), []);
+    });
+  });
+  await t.step("existing without overwrite: refused, untouched", async () => {
+    await withTmp(async (tmp) => {
+      await Deno.writeTextFile(`${tmp}/root.key`, "OLD KEY");
+      await assertRejects(() => writeFileUndoable(`${tmp}/root.key`, enc.encode("x")), AlreadyExistsError);
+      assertEquals(await Deno.readTextFile(`${tmp}/root.key`), "OLD KEY");
+    });
   });
 });
