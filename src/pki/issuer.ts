@@ -55,12 +55,15 @@ export async function loadIssuer(
   if (certificate.notBefore.getTime() > now) {
     throw new InvalidInputError(`${certWhat}: not valid before ${certificate.notBefore.toISOString()}`);
   }
-  const keyPair = await importPrivateKey(keyPem, {
-    passphrase: opts.passphrase,
-    what: opts.keyWhat ?? `${what} key`,
-  });
+  const keyWhat = opts.keyWhat ?? `${what} key`;
+  const keyPair = await importPrivateKey(keyPem, { passphrase: opts.passphrase, what: keyWhat });
   if (!(await keyMatchesCertificate(keyPair, certificate))) {
-    throw new InvalidInputError(`${what}: the key does not belong to the certificate`);
+    // Name both inputs when the caller did (flags: "--ca-key: … the certificate in --ca-cert").
+    throw new InvalidInputError(
+      opts.keyWhat && opts.certWhat
+        ? `${keyWhat}: the key does not belong to the certificate in ${certWhat}`
+        : `${what}: the key does not belong to the certificate`,
+    );
   }
   return { certificate, keyPair, chain };
 }
