@@ -153,9 +153,11 @@ Exit codes:
   2  bad input: unknown flag, unreadable or invalid PEM, key not matching its certificate,
      issuer that is not a CA, unwritable --out`;
 
-const FORMAT_HELP = "dir: one folder per secret under --out; yaml: Kubernetes Secret manifests " +
+const formatHelp = (rootKeyOut: boolean) =>
+  "dir: one folder per secret under --out; yaml: Kubernetes Secret manifests " +
   "(kubectl create secret generic's data, documents separated by ---); json: a v1 List of them. " +
-  "yaml and json go to stdout or to the file --out and write no key files";
+  "yaml and json go to stdout or to the file --out and write no key files" +
+  (rootKeyOut ? " (other than --root-key-out)" : "");
 
 interface CommonOpts {
   out?: string;
@@ -164,9 +166,11 @@ interface CommonOpts {
   verbose?: boolean;
 }
 
-function addOutputOptions(cmd: Command): Command {
+function addOutputOptions(cmd: Command, rootKeyOut = false): Command {
   return cmd
-    .addOption(new Option("--format <format>", FORMAT_HELP).choices(["dir", "yaml", "json"]).default("dir"))
+    .addOption(
+      new Option("--format <format>", formatHelp(rootKeyOut)).choices(["dir", "yaml", "json"]).default("dir"),
+    )
     .option("--force", "replace existing secrets and files")
     .option("-v, --verbose", "a progress line per step on stderr even when it is not a terminal");
 }
@@ -356,6 +360,7 @@ Reference: docs/certs.md.`,
       )
       .option("--discard-root-key", "do not keep the new root CA's key anywhere")
       .addHelpText("after", EXIT_CODES_HELP),
+    true,
   ).action(async (opts) => {
     const now = deps.clock.now();
     const progress = progressFor(deps, opts);
@@ -507,6 +512,7 @@ Reference: docs/certs.md.`,
       .option("--root-key-algorithm <alg>", "key of a new Istio root (default ecdsa-p384)", keyAlgorithm)
       .option("--root-key-out <file>", "yaml/json and a new Istio root: where to keep its key")
       .addHelpText("after", EXIT_CODES_HELP),
+    true,
   ).action(async (opts) => {
     const now = deps.clock.now();
     const progress = progressFor(deps, opts);
@@ -644,7 +650,11 @@ Reference: docs/certs.md.`,
         "(default 2/3, as cert-manager renews) is due for renewal.",
     )
     .argument("<dir>", "directory (or one PEM file)")
-    .option("--warn-fraction <f>", "share of the lifetime after which to renew", fraction, 2 / 3)
+    .addOption(
+      new Option("--warn-fraction <f>", "share of the lifetime after which to renew")
+        .argParser(fraction)
+        .default(2 / 3, "2/3"),
+    )
     .option("--at <time>", "check at this ISO 8601 time instead of now", parseAtArg)
     .option("--json", "JSON instead of a table")
     .addHelpText(

@@ -578,7 +578,7 @@ Deno.test("bad input: one line, the right exit code, nothing written", async (t)
         name: "a key that does not match",
         args: ["init", "--ca-cert", "rsa.crt", "--ca-key", "ec.sec1.key", "--out", "o"],
         code: 2,
-        says: /key does not belong/,
+        says: /--ca-key: the key does not belong to the certificate in --ca-cert$/,
       },
       {
         name: "encrypted key without passphrase",
@@ -753,6 +753,11 @@ Deno.test("certs verify and check: exit codes and reasons", async (t) => {
     }
     await t.step("check: --warn-fraction", async () => {
       assertEquals((await certs(dir, ["check", "pki", "--at", at(21), "--warn-fraction", "0.9"])).code, 0);
+      // --help states the default as people say it, and lists the exit codes check really returns.
+      const help = (await ok(dir, ["check", "--help"])).stdout.replace(/\s+/g, " ");
+      assertStringIncludes(help, "(default: 2/3)");
+      assertStringIncludes(help, "1 something is due for renewal");
+      assertStringIncludes(help, "3 something has expired");
     });
   });
 });
