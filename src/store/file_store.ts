@@ -131,7 +131,10 @@ export class FileSecretStore implements SecretStore {
     const names: string[] = [];
     try {
       for await (const e of Deno.readDir(this.root)) {
-        if (e.isDirectory && !e.name.startsWith(".")) names.push(e.name);
+        if (e.name.startsWith(".")) continue;
+        if (e.isDirectory || (e.isSymlink && await isDirectoryBehind(`${this.root}/${e.name}`))) {
+          names.push(e.name);
+        }
       }
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return [];
@@ -145,7 +148,11 @@ export class FileSecretStore implements SecretStore {
     const data: Record<string, Uint8Array> = {};
     try {
       for await (const e of Deno.readDir(dir)) {
-        if (!e.isFile || e.name.startsWith(".")) continue;
+        if (
+          e.name.startsWith(".") || !(e.isFile || (e.isSymlink && await isFileBehind(`${dir}/${e.name}`)))
+        ) {
+          continue;
+        }
         data[e.name] = await Deno.readFile(`${dir}/${e.name}`);
       }
     } catch (e) {
@@ -227,6 +234,19 @@ export class FileSecretStore implements SecretStore {
       await Deno.remove(lock).catch(() => {});
     }
   }
+}
+
+/**
+ * A Kubernetes secret volume (the way cert-manager's rotations reach a pod) holds each key as a symlink
+ * (`tls.crt -> ..data/tls.crt`, `..data -> ..2026_01_01_…`), and a projected volume may link whole
+ * secret folders: both are followed. A dangling link is no key.
+ */
+async function isFileBehind(path: string): Promise<boolean> {
+  return (await Deno.stat(path).catch(() => undefined))?.isFile ?? false;
+}
+
+async function isDirectoryBehind(path: string): Promise<boolean> {
+  return (await Deno.stat(path).catch(() => undefined))?.isDirectory ?? false;
 }
 
 /** Hash of sorted keys and values: the file store's version. */

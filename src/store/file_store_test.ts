@@ -107,3 +107,45 @@ async function pinFile(
     },
   };
 }
+
+Deno.test("FileSecretStore reads a Kubernetes secret volume: symlinked keys, swapped on rotation", async () => {
+  const d = await Deno.makeTempDir();
+  try {
+    const store = new FileSecretStore(d);
+    // What the kubelet writes for a Secret mounted at DIR/relay-server-tls-secret (cert-manager's rotation
+    // reaches a pod this way): each key a link into ..data, ..data a link to a timestamped folder.
+    const sec = `${d}/relay-server-tls-secret`;
+    await Deno.mkdir(`${sec}/..2026_01_01_a`, { recursive: true });
+    await Deno.writeTextFile(`${sec}/..2026_01_01_a/tls.crt`, "crt-1");
+    await Deno.writeTextFile(`${sec}/..2026_01_01_a/tls.key`, "key-1");
+    await Deno.symlink("..2026_01_01_a", `${sec}/..data`);
+    await Deno.symlink("..data/tls.crt", `${sec}/tls.crt`);
+    await Deno.symlink("..data/tls.key", `${sec}/tls.key`);
+    await Deno.symlink("..data/gone", `${sec}/dangling`);
+    const dec = new TextDecoder();
+    const first = await store.get("relay-server-tls-secret");
+    assert(first);
+    assertEquals(Object.keys(first.data).sort(), ["tls.crt", "tls.key"]);
+    assertEquals(dec.decode(first.data["tls.crt"]), "crt-1");
+
+    // The kubelet's atomic update: a new timestamped folder, then ..data re-pointed by a rename.
+    await Deno.mkdir(`${sec}/..2026_02_01_b`);
+    await Deno.writeTextFile(`${sec}/..2026_02_01_b/tls.crt`, "crt-2");
+    await Deno.writeTextFile(`${sec}/..2026_02_01_b/tls.key`, "key-2");
+    await Deno.symlink("..2026_02_01_b", `${sec}/..data_tmp`);
+    await Deno.rename(`${sec}/..data_tmp`, `${sec}/..data`);
+    const second = await store.get("relay-server-tls-secret");
+    assert(second);
+    assertEquals(dec.decode(second.data["tls.key"]), "key-2");
+    assert(second.version !== first.version, "a rotation changes the version the server's reload watches");
+
+    // A projected volume may link a whole secret folder.
+    await Deno.mkdir(`${d}/..projected/relay-root-tls-secret`, { recursive: true });
+    await Deno.writeTextFile(`${d}/..projected/relay-root-tls-secret/ca.crt`, "root");
+    await Deno.symlink("..projected/relay-root-tls-secret", `${d}/relay-root-tls-secret`);
+    assertEquals(await store.list(), ["relay-root-tls-secret", "relay-server-tls-secret"]);
+    assertEquals(dec.decode((await store.get("relay-root-tls-secret"))!.data["ca.crt"]), "root");
+  } finally {
+    await Deno.remove(d, { recursive: true });
+  }
+});
