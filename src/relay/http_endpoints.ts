@@ -5,6 +5,7 @@
  * @module
  */
 import type { Clock } from "../clock.ts";
+import { UnavailableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { METRICS_CONTENT_TYPE, type MetricsRegistry } from "./metrics.ts";
 
@@ -145,7 +146,17 @@ export function serveHttpEndpoints(
         },
       }, handler);
     } catch (e) {
-      reject(e);
+      // The one failure an operator causes here (another process on the port, an address this host does
+      // not have) gets the same one clear line as the gRPC port, not "internal error: AddrInUse".
+      reject(
+        e instanceof Deno.errors.AddrInUse || e instanceof Deno.errors.AddrNotAvailable
+          ? new UnavailableError(
+            `cannot listen on ${opts.hostname}:${opts.port} for /metrics, /healthz, /readyz ` +
+              `(port in use or address not available)`,
+            { cause: e },
+          )
+          : e,
+      );
     }
   });
 }

@@ -1,6 +1,7 @@
 import { FakeClock } from "../clock.ts";
 import { nullLogger } from "../log.ts";
-import { assert, assertEquals, assertStringIncludes } from "../testing/assert.ts";
+import { assert, assertEquals, assertRejects, assertStringIncludes } from "../testing/assert.ts";
+import { UnavailableError } from "../errors.ts";
 import { httpHandler, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
 import { MetricsRegistry } from "./metrics.ts";
 
@@ -126,5 +127,30 @@ Deno.test("serveHttpEndpoints listens on 127.0.0.1 and closes", async () => {
     assertEquals((await get("/other"))[0], 404);
   } finally {
     await srv.close();
+  }
+});
+
+Deno.test("serveHttpEndpoints: a port already taken is one clear error, not an internal one", async () => {
+  const s = setup(new FakeClock());
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = (taken.addr as Deno.NetAddr).port;
+    const e = await assertRejects(
+      () =>
+        serveHttpEndpoints({
+          hostname: "127.0.0.1",
+          port,
+          metrics: s.metrics,
+          readiness: s.readiness,
+          log: nullLogger,
+        }),
+      UnavailableError,
+    );
+    assertEquals(
+      e.message,
+      `cannot listen on 127.0.0.1:${port} for /metrics, /healthz, /readyz (port in use or address not available)`,
+    );
+  } finally {
+    taken.close();
   }
 });
