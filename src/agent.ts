@@ -18,6 +18,7 @@ import {
   restartDeployments,
 } from "./kube/mod.ts";
 import { jsonLogger, type Logger } from "./log.ts";
+import { parseCertificates } from "./pki/mod.ts";
 import { runProgram } from "./cli_run.ts";
 import {
   addKubeOptions,
@@ -391,6 +392,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         log.warn("no --secrets-dir: the client certificate lives in memory; a restart bootstraps again");
       }
       const rootFile = opts.rootCa ? await readFileFlag(deps, opts.rootCa, "--root-ca") : undefined;
+      // A wrong file (garbage, a key, a CSR) is refused at start, not met later as a TLS failure on every dial.
+      if (rootFile !== undefined) parseCertificates(rootFile, `--root-ca ${opts.rootCa}`);
       const tokenFile = opts.tokenFile;
       const secretValue = async (name: string, key: string) => {
         const v = (await store.get(name))?.data[key];

@@ -256,3 +256,44 @@ Deno.test("bring-your-own CAs and client certificates, no token anywhere", async
     assert(!agent.lines.some((l) => String(l.msg).includes("bootstrap")), "never bootstrapped");
   });
 });
+
+Deno.test("agent: a --root-ca that holds no certificate is refused at start with one clear line", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "meshrelay-rootca-" });
+  try {
+    const cases: [string, string, RegExp][] = [
+      ["garbage.pem", "not a certificate\n", /--root-ca .*garbage\.pem: no PEM certificate found$/],
+      [
+        "key.pem",
+        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n",
+        /--root-ca .*key\.pem: contains a private key, not a certificate$/,
+      ],
+    ];
+    for (const [file, content, re] of cases) {
+      await t.step(file, async () => {
+        await Deno.writeTextFile(`${dir}/${file}`, content);
+        const r = await runCli("agent", [
+          "--cluster",
+          "cluster-1",
+          "--server-address",
+          "127.0.0.1:1",
+          "--root-ca",
+          `${dir}/${file}`,
+          "--token",
+          "t",
+          "--discovery-dir",
+          `${EXAMPLES}/clusters/cluster-1`,
+          "--apply-dir",
+          `${dir}/applied`,
+          "--no-metrics",
+        ]);
+        assertEquals(r.code, 2, r.stderr);
+        const ours = r.stderr.split("\n").filter((l) => l.startsWith("meshrelay agent:"));
+        assertEquals(ours.length, 1, r.stderr);
+        assert(re.test(ours[0]), ours[0]);
+        assert(!/^\s+at /m.test(r.stderr) && !r.stderr.includes("BEGIN"), r.stderr);
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
