@@ -466,17 +466,16 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .addOption(secretsDirOption())
     .action(async (opts) => {
       validateClusterName(opts.cluster);
+      // One reading of the clock: the expiry printed is the one stored (and shown by `token list`).
+      const now = deps.clock.now();
       const created = await new TokenAuthority({ store: await requireStore(opts, program) }).create(
         opts.cluster,
-        {
-          now: deps.clock.now(),
-          ttlMs: opts.ttl,
-        },
+        { now, ttlMs: opts.ttl },
       );
       deps.out(created.token + "\n");
       deps.err(
         `meshrelay server: token ${created.id} for cluster ${opts.cluster}, valid until ${
-          new Date(deps.clock.now().getTime() + opts.ttl).toISOString()
+          new Date(now.getTime() + opts.ttl).toISOString()
         }, single use\n`,
       );
       setCode(0);

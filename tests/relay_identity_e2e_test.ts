@@ -104,6 +104,9 @@ Deno.test("per-cluster bootstrap token: bound to its cluster, single use", async
     const list = await runCli("server", ["token", "list", "--secrets-dir", `${ws.dir}/server`]);
     assert(list.stdout.includes("cluster-1") && list.stdout.includes("used "), list.stdout);
     assert(!list.stdout.includes(token.split(".")[2]), "token list never shows the token");
+    // The expiry `create` printed is the one stored.
+    const printed = /valid until (\S+),/.exec(created.stderr)?.[1];
+    assert(printed && list.stdout.includes(`expires ${printed}`), `${created.stderr}\n${list.stdout}`);
   });
 });
 
