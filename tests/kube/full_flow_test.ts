@@ -16,8 +16,12 @@
  * - Istio federated trust: with a RootTrustPolicy, each agent writes `cacerts` in istio-system whose
  *   intermediate verifies with openssl against the policy's root, and rolls istio-system's Deployments;
  * - deregistration stops a cluster: its stream is closed and its workload secrets removed.
+ *
+ * The server and the agents run as the ServiceAccounts of the shipped manifests (`deploy/server/`,
+ * `deploy/agent/` applied as-is), so the least-privilege RBAC is proven sufficient for the whole flow;
+ * only the user steps (CRDs, register, deregister, token list) use the admin identity.
  */
-import { parse } from "yaml";
+import { parse, parseAllDocuments } from "yaml";
 import { Buffer } from "node:buffer";
 import { assert, assertEquals } from "../../src/testing/assert.ts";
 import type { KubeObject } from "../../src/state/mod.ts";
@@ -38,6 +42,35 @@ async function shippedCrds(): Promise<KubeObject[]> {
     if (e.name.endsWith(".yaml")) out.push(parse(await Deno.readTextFile(`${REPO}deploy/crds/${e.name}`)));
   }
   return out;
+}
+
+/** Every document of one deploy/ folder, in file order (what `kubectl apply -f deploy/<folder>/` applies). */
+async function shippedManifests(folder: string): Promise<KubeObject[]> {
+  const files: string[] = [];
+  for await (const e of Deno.readDir(`${REPO}deploy/${folder}`)) {
+    if (e.name.endsWith(".yaml")) files.push(e.name);
+  }
+  const out: KubeObject[] = [];
+  for (const f of files.sort()) {
+    for (const d of parseAllDocuments(await Deno.readTextFile(`${REPO}deploy/${folder}/${f}`))) {
+      const o = d.toJS() as KubeObject | null;
+      if (o) out.push(o);
+    }
+  }
+  return out;
+}
+
+/**
+ * A kubeconfig for a shipped ServiceAccount: an x509 identity with the user name and groups the
+ * account's token would carry, so RBAC treats it exactly as the pod.
+ */
+async function serviceAccount(cluster: TestCluster, name: string): Promise<string> {
+  const user = await cluster.user(`system:serviceaccount:${NS}:${name}`, [
+    "system:serviceaccounts",
+    `system:serviceaccounts:${NS}`,
+    "system:authenticated",
+  ]);
+  return user.kubeconfigPath;
 }
 
 /** Istio's ServiceEntry kind, as a CRD that keeps any spec (the agents apply ServiceEntries). */
@@ -141,10 +174,11 @@ Deno.test({
       const wc = Object.fromEntries(CLUSTERS.map((c, i) => [c, workloads[i]]));
 
       await t.step(
-        "management cluster: the shipped CRDs, the server's namespace, a RootTrustPolicy",
+        "management cluster: the shipped CRDs and server manifests, a RootTrustPolicy",
         async () => {
           await m.installCrds(await shippedCrds());
-          await m.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NS } });
+          // Namespace, ServiceAccount, RBAC, Deployment, Services (no controller runs: no pods).
+          await m.apply(...await shippedManifests("server"));
           await m.apply(
             {
               apiVersion: V,
@@ -162,9 +196,11 @@ Deno.test({
               },
             },
           );
-          // Workload clusters run Istio: its ServiceEntry kind, istio-system and an istiod Deployment.
+          // Workload clusters run Istio (its ServiceEntry kind, istio-system and an istiod Deployment) and
+          // the shipped agent manifests.
           for (const c of CLUSTERS) {
             await w[c].installCrds([SERVICE_ENTRY_CRD]);
+            await w[c].apply(...await shippedManifests("agent"));
             await w[c].apply(
               { apiVersion: "v1", kind: "Namespace", metadata: { name: "istio-system" } },
               ISTIOD,
@@ -179,7 +215,7 @@ Deno.test({
         const server = spawn("server", [
           "--kube",
           "--kubeconfig",
-          mgmt.kubeconfigPath,
+          await serviceAccount(mgmt, "meshrelay-server"),
           "--namespace",
           NS,
           "--host",
@@ -242,7 +278,7 @@ Deno.test({
               [
                 "--kube",
                 "--kubeconfig",
-                wc[c].kubeconfigPath,
+                await serviceAccount(wc[c], "meshrelay-agent"),
                 "--namespace",
                 NS,
                 "--identity-poll-interval",
