@@ -5,7 +5,7 @@
  * @module
  */
 import { type Command, CommanderError } from "commander";
-import { describeError, exitCodeOf, MeshrelayError } from "./errors.ts";
+import { describeError, exitCodeOf, InvalidInputError, MeshrelayError } from "./errors.ts";
 
 const QUIET_EXITS = new Set(["commander.helpDisplayed", "commander.version", "commander.help"]);
 
@@ -21,6 +21,7 @@ export async function runProgram(
   err: (line: string) => void,
 ): Promise<number> {
   try {
+    program.hook("preAction", (_program, action) => strictBooleanEnv(action));
     await program.parseAsync(args, { from: "user" });
     return code();
   } catch (e) {
@@ -32,5 +33,35 @@ export async function runProgram(
       : `internal error: ${e instanceof Error ? `${e.name}: ${e.message.slice(0, 200)}` : "unknown"}`;
     err(`meshrelay ${mode}: ${line.split("\n")[0]}\n`);
     return exitCodeOf(e);
+  }
+}
+
+const TRUE_WORDS = new Set(["1", "true", "yes", "on"]);
+const FALSE_WORDS = new Set(["", "0", "false", "no", "off"]);
+
+/**
+ * Commander turns a boolean flag on whenever its environment variable is set, whatever the value: so
+ * `MESHRELAY_INSECURE=false` meant plaintext. Here a boolean flag taken from the environment follows the
+ * value (1/true/yes/on, 0/false/no/off or empty), and any other value is refused instead of guessed.
+ */
+export function strictBooleanEnv(
+  cmd: Command,
+  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): void {
+  for (const option of cmd.options) {
+    if (!option.envVar || !option.isBoolean() || option.negate) continue;
+    const key = option.attributeName();
+    if (cmd.getOptionValueSource(key) !== "env") continue;
+    const raw = env(option.envVar) ?? "";
+    const word = raw.trim().toLowerCase();
+    if (TRUE_WORDS.has(word)) cmd.setOptionValueWithSource(key, true, "env");
+    else if (FALSE_WORDS.has(word)) cmd.setOptionValueWithSource(key, false, "env");
+    else {
+      throw new InvalidInputError(
+        `${option.envVar} must be true or false (1/0, yes/no, on/off), got ${
+          JSON.stringify(raw.slice(0, 40))
+        }`,
+      );
+    }
   }
 }
