@@ -127,6 +127,19 @@ const GRPC_BY_CODE: Record<ErrorCode, number> = {
 };
 
 /**
+ * A grpc-js status text as one clear line for a log or an error: grpc-js ends every connection failure
+ * with "Resolution note: " and nothing after it, and a TLS client talking to a plaintext server reads only
+ * "wrong version number".
+ */
+export function grpcDetailsText(details: string): string {
+  let t = details.replace(/\s+/g, " ").replace(/\.?\s*Resolution note:\s*$/, "").trim();
+  if (/wrong version number/i.test(t)) {
+    t += " (TLS to a server that speaks plaintext? both sides need the same --tls-mode)";
+  }
+  return t;
+}
+
+/**
  * The one mapping from errors to gRPC status codes. Anything that is not a MeshrelayError is
  * INTERNAL: its message may carry details we did not vet, so callers must not forward it.
  */

@@ -12,6 +12,7 @@ import * as grpc from "@grpc/grpc-js";
 import { closeClient } from "./close_client.ts";
 import {
   AuthenticationError,
+  grpcDetailsText,
   GrpcStatus,
   InvalidInputError,
   type MeshrelayError,
@@ -34,7 +35,7 @@ import { channelFor, type ClientKeyPair } from "./client_credentials.ts";
 
 /** A project error for a gRPC status the server returned (the inverse of `grpcStatusOf`). */
 export function errorFromStatus(e: Partial<grpc.ServiceError>): MeshrelayError {
-  const msg = e.details || e.message || "call failed";
+  const msg = grpcDetailsText(e.details || e.message || "call failed");
   switch (e.code) {
     case GrpcStatus.UNAUTHENTICATED:
       return new AuthenticationError(msg);

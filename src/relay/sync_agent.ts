@@ -16,7 +16,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { Clock } from "../clock.ts";
-import { GrpcStatus } from "../errors.ts";
+import { grpcDetailsText, GrpcStatus } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMessage, ServerMessage } from "../proto/mod.ts";
 import {
@@ -372,7 +372,7 @@ export class SyncAgent {
         s.closed = true;
         for (const f of [...s.drainWaiters.splice(0), ...s.closeWaiters.splice(0)]) f();
         if (code !== GrpcStatus.OK && !signal.aborted) this.#m?.errors.inc({ reason: codeName(code) });
-        resolve({ code, message });
+        resolve({ code, message: grpcDetailsText(message) });
       };
       s.stream.on("data", (msg: ServerMessage) => {
         s.inbox = s.inbox.then(() => this.#onMessage(s, msg, signal)).catch((e) => {
