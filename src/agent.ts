@@ -359,7 +359,10 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         .argParser(parseDuration).default(60_000, "60s"),
     )
     .addOption(
-      new Option("--max-message-bytes <n>", "largest gRPC message; larger sets are chunked").argParser(
+      new Option(
+        "--max-message-bytes <n>",
+        "largest gRPC message; larger sets are chunked (default 4194304: 4 MiB, gRPC's own)",
+      ).argParser(
         parsePositiveInt,
       ),
     )

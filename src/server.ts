@@ -353,7 +353,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
     .addOption(
       new Option(
         "--max-message-bytes <n>",
-        "largest gRPC message (maxGrpcMessageSize); larger sets are chunked",
+        "largest gRPC message (maxGrpcMessageSize); larger sets are chunked (default 4194304: 4 MiB, gRPC's own)",
       )
         .argParser(parsePositiveInt),
     )
