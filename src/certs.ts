@@ -739,9 +739,15 @@ Exit codes:
     .option("--cluster-domain <domain>", "DNS suffix of the cluster's Services", "cluster.local")
     .option("--label <key=value>", "label of the KubernetesCluster (repeat)", collectFlag)
     .option("--token-key <key>", "key of the token in the token secret", "token")
-    .option("--token-ttl <duration>", "lifetime of the bootstrap token", parseDuration, 3_600_000)
+    .addOption(
+      new Option("--token-ttl <duration>", "lifetime of the bootstrap token").argParser(parseDuration)
+        .default(3_600_000, "1h"),
+    )
     .option("--wait", "wait for the agent's client certificate, then delete the bootstrap token secret")
-    .option("--wait-timeout <duration>", "how long --wait waits", parseDuration, 300_000)
+    .addOption(
+      new Option("--wait-timeout <duration>", "how long --wait waits").argParser(parseDuration)
+        .default(300_000, "5m"),
+    )
     .option("-v, --verbose", "a progress line per step on stderr even when it is not a terminal")
     .addHelpText(
       "after",
