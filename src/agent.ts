@@ -23,6 +23,7 @@ import { runProgram } from "./cli_run.ts";
 import {
   addKubeOptions,
   checkDir,
+  checkDirOrAbsent,
   logLevelOf,
   logLevelOption,
   metricsOptions,
@@ -139,6 +140,8 @@ async function openBackends(opts: BackendOpts, deps: Deps, log: Logger): Promise
   if (!opts.discoveryDir) throw new InvalidInputError("--discovery-dir (or --kube) is required");
   if (!opts.applyDir) throw new InvalidInputError("--apply-dir (or --kube) is required");
   await checkDir(opts.discoveryDir, "--discovery-dir");
+  await checkDirOrAbsent(opts.applyDir, "--apply-dir");
+  if (opts.secretsDir) await checkDirOrAbsent(opts.secretsDir, "--secrets-dir");
   return {
     store: opts.secretsDir ? new FileSecretStore(opts.secretsDir) : new MemorySecretStore(),
     discovery: new DirectoryDiscoverySource({ root: opts.discoveryDir, clock: deps.clock, log }),

@@ -35,6 +35,15 @@ export async function checkDir(path: string, flag: string): Promise<void> {
   if (!st?.isDirectory) throw new InvalidInputError(`${flag}: ${path} is not a directory`);
 }
 
+/**
+ * For a folder flag whose folder is created when missing (`--secrets-dir`, `--apply-dir`): refuses `path`
+ * only when something that is not a directory is already there, naming the flag.
+ */
+export async function checkDirOrAbsent(path: string, flag: string): Promise<void> {
+  const st = await Deno.stat(path).catch(() => undefined);
+  if (st && !st.isDirectory) throw new InvalidInputError(`${flag}: ${path} exists and is not a directory`);
+}
+
 /** `--tls-mode` and `--insecure` (read together with {@linkcode securityModeOf}). */
 export function securityModeOptions(): Option[] {
   return [

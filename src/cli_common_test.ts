@@ -1,6 +1,6 @@
-import { assertEquals, assertStringIncludes, assertThrows } from "./testing/assert.ts";
+import { assertEquals, assertRejects, assertStringIncludes, assertThrows } from "./testing/assert.ts";
 import { Command } from "commander";
-import { logLevelOf, metricsOptions, securityModeOf } from "./cli_common.ts";
+import { checkDirOrAbsent, logLevelOf, metricsOptions, securityModeOf } from "./cli_common.ts";
 import { InvalidInputError } from "./errors.ts";
 import type { SecurityMode } from "./relay/mod.ts";
 
@@ -41,5 +41,18 @@ Deno.test("metricsOptions: defaults, a port, and --no-metrics", async (t) => {
       const opts = cmd.parse(args, { from: "user" }).opts();
       for (const [k, v] of Object.entries(want)) assertEquals(opts[k], v, k);
     });
+  }
+});
+
+Deno.test("checkDirOrAbsent: a folder or nothing is fine, a file in the way is one clear error", async () => {
+  const d = await Deno.makeTempDir();
+  try {
+    await checkDirOrAbsent(d, "--apply-dir");
+    await checkDirOrAbsent(`${d}/not-yet`, "--apply-dir");
+    await Deno.writeTextFile(`${d}/file`, "x");
+    const e = await assertRejects(() => checkDirOrAbsent(`${d}/file`, "--secrets-dir"), InvalidInputError);
+    assertEquals(e.message, `--secrets-dir: ${d}/file exists and is not a directory`);
+  } finally {
+    await Deno.remove(d, { recursive: true });
   }
 });

@@ -15,6 +15,7 @@ import { runProgram } from "./cli_run.ts";
 import {
   addKubeOptions,
   checkDir,
+  checkDirOrAbsent,
   logLevelOf,
   logLevelOption,
   metricsOptions,
@@ -173,6 +174,7 @@ async function requireStore(
   if (!dir) {
     throw new InvalidInputError("--secrets-dir (or MESHRELAY_SECRETS_DIR) or --kube is required here");
   }
+  await checkDirOrAbsent(dir, "--secrets-dir");
   return new FileSecretStore(dir);
 }
 
@@ -378,6 +380,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         throw new InvalidInputError("--config-dir (or MESHRELAY_CONFIG_DIR) or --kube is required");
       }
       if (opts.configDir) await checkDir(opts.configDir, "--config-dir");
+      if (opts.secretsDir) await checkDirOrAbsent(opts.secretsDir, "--secrets-dir");
       const log = jsonLogger({ level, fields: { mode: "server" } });
       const store = kube ? kubeStore(kube) : openStore(opts, log);
       const config: ConfigSource = kube

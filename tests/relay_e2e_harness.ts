@@ -104,10 +104,15 @@ export function spawn(
   return new Proc(name, child);
 }
 
-/** Runs a one-shot command (certs, server token create) to completion. */
+/**
+ * Runs a one-shot command (certs, server token create, a start refused) to completion; one that is still
+ * running after `timeoutMs` is killed (exit 143), so a command that should have ended fails the test
+ * instead of hanging it.
+ */
 export async function runCli(
   mode: "server" | "agent" | "certs",
   args: string[],
+  timeoutMs = 120_000,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--no-prompt", "--config", CONFIG, `-P=${mode}`, `${REPO}/mod.ts`, mode, ...args],
@@ -116,6 +121,7 @@ export async function runCli(
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(timeoutMs),
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };

@@ -257,35 +257,51 @@ Deno.test("bring-your-own CAs and client certificates, no token anywhere", async
   });
 });
 
-Deno.test("agent: a --root-ca that holds no certificate is refused at start with one clear line", async (t) => {
-  const dir = await Deno.makeTempDir({ prefix: "meshrelay-rootca-" });
+Deno.test("agent: a wrong --root-ca, --apply-dir or --secrets-dir is refused at start with one clear line", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "meshrelay-agentflags-" });
   try {
-    const cases: [string, string, RegExp][] = [
-      ["garbage.pem", "not a certificate\n", /--root-ca .*garbage\.pem: no PEM certificate found$/],
+    await Deno.writeTextFile(`${dir}/garbage.pem`, "not a certificate\n");
+    await Deno.writeTextFile(
+      `${dir}/key.pem`,
+      "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n",
+    );
+    await Deno.writeTextFile(`${dir}/a-file`, "x");
+    const cases: [string, Record<string, string>, RegExp][] = [
       [
-        "key.pem",
-        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n-----END PRIVATE KEY-----\n",
+        "garbage root CA",
+        { "--root-ca": `${dir}/garbage.pem` },
+        /--root-ca .*garbage\.pem: no PEM certificate found$/,
+      ],
+      [
+        "a key as root CA",
+        { "--root-ca": `${dir}/key.pem` },
         /--root-ca .*key\.pem: contains a private key, not a certificate$/,
       ],
+      [
+        "--apply-dir is a file",
+        { "--apply-dir": `${dir}/a-file` },
+        /--apply-dir: .*a-file exists and is not a directory$/,
+      ],
+      [
+        "--secrets-dir is a file",
+        { "--secrets-dir": `${dir}/a-file` },
+        /--secrets-dir: .*a-file exists and is not a directory$/,
+      ],
     ];
-    for (const [file, content, re] of cases) {
-      await t.step(file, async () => {
-        await Deno.writeTextFile(`${dir}/${file}`, content);
-        const r = await runCli("agent", [
-          "--cluster",
-          "cluster-1",
-          "--server-address",
-          "127.0.0.1:1",
-          "--root-ca",
-          `${dir}/${file}`,
-          "--token",
-          "t",
-          "--discovery-dir",
-          `${EXAMPLES}/clusters/cluster-1`,
-          "--apply-dir",
-          `${dir}/applied`,
-          "--no-metrics",
-        ]);
+    for (const [name, override, re] of cases) {
+      await t.step(name, async () => {
+        const flags: Record<string, string> = {
+          "--cluster": "cluster-1",
+          "--server-address": "127.0.0.1:1",
+          "--root-ca": `${dir}/garbage.pem`,
+          "--token": "t",
+          "--discovery-dir": `${EXAMPLES}/clusters/cluster-1`,
+          "--apply-dir": `${dir}/applied`,
+          ...override,
+        };
+        // Only the flag under test is wrong (no --root-ca at all is allowed: it may come later).
+        if (!("--root-ca" in override)) delete flags["--root-ca"];
+        const r = await runCli("agent", [...Object.entries(flags).flat(), "--no-metrics"], 20_000);
         assertEquals(r.code, 2, r.stderr);
         const ours = r.stderr.split("\n").filter((l) => l.startsWith("meshrelay agent:"));
         assertEquals(ours.length, 1, r.stderr);
