@@ -39,6 +39,19 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 export const MIN_MAX_MESSAGE_BYTES = 1024;
 
 /**
+ * How far a Sync message is filled with objects, versions or statuses before the next one starts
+ * (an object larger than this travels alone, up to the message limit).
+ *
+ * Why small: under the pinned Deno, an HTTP/2 connection keeps resident memory in proportion to the
+ * largest message it ever carried, in either direction, for as long as it stays open (measured per
+ * connection on a bare grpc-js server: +15 KiB after 16 KB sent as 1 KB messages, +20 KiB as 2 KB
+ * messages, +80-100 KiB as one 16 KB message; `deno task bench:message-size`). A server holds
+ * thousands of connections for months, so the messages stay small and the limit only bounds a
+ * single large object.
+ */
+export const SYNC_FILL_BYTES = 1024;
+
+/**
  * Envelope bytes of every chunk besides its items: oneof tag + length (≤ 6), generation (≤ 11),
  * `last`/`more` (2), `max_message_bytes` (≤ 6), plus room for a cluster name or agent version, whose
  * bytes are added separately. Generous on purpose: the items are what must fit.
@@ -243,7 +256,10 @@ export function chunkDiff(
     items.push({ res, upsert: u, size });
     sentUpserts.push(u);
   }
-  const groups = chunkBySize(items, maxBytes, (i) => i.size, { baseBytes: ENVELOPE_BYTES });
+  const groups = chunkBySize(items, maxBytes, (i) => i.size, {
+    baseBytes: ENVELOPE_BYTES,
+    fillBytes: SYNC_FILL_BYTES,
+  });
   if (groups.length === 0) groups.push([]);
   const chunks = groups.map((g, i): ResourceDiff => ({
     generation,
@@ -263,6 +279,7 @@ export function chunkDiff(
 function chunkHeld(held: HeldVersion[], maxBytes: number, extraBytes: number): HeldVersion[][] {
   const groups = chunkBySize(held, maxBytes, heldWireSize, {
     baseBytes: ENVELOPE_BYTES + extraBytes,
+    fillBytes: Math.max(SYNC_FILL_BYTES, ENVELOPE_BYTES + extraBytes + 256),
     describe: (h) => `held version of ${JSON.stringify(h.key.slice(0, 200))}`,
   });
   if (groups.length === 0) groups.push([]);
@@ -418,6 +435,7 @@ export function statusMessages(
   }));
   const groups = chunkBySize(wire, maxBytes, statusWireSize, {
     baseBytes: ENVELOPE_BYTES,
+    fillBytes: SYNC_FILL_BYTES,
     describe: (x) => `status of ${JSON.stringify(x.key.slice(0, 200))}`,
   });
   if (groups.length === 0) groups.push([]);

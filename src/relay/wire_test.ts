@@ -13,6 +13,7 @@ import {
   MAX_STATUS_MESSAGE_CHARS,
   StatusAssembler,
   statusMessages,
+  SYNC_FILL_BYTES,
   toResource,
   welcomeMessages,
 } from "./wire.ts";
@@ -109,23 +110,46 @@ Deno.test("chunkDiff: every message fits the limit and reassembles to the diff",
     assertEquals(r.sent.upserts.map((u) => u.key), ["v1|Service|apps|small", "v1|Service|apps|tiny"]);
     assertEquals(r.chunks.flatMap((c) => c.upserts.map((u) => u.key)), r.sent.upserts.map((u) => u.key));
   });
+  await t.step(
+    "under a 4 MiB limit, messages are filled to SYNC_FILL_BYTES; a larger object goes alone",
+    () => {
+      const objs = [
+        ...Array.from({ length: 20 }, (_, i) => service(`s${i}`, "apps")),
+        service("big", "apps", 3 * SYNC_FILL_BYTES),
+      ];
+      const r = chunkDiff(diffByVersion(new Map(), versionedMap(objs)), 1, 4 * 2 ** 20);
+      assert(r.chunks.length > 2, `${r.chunks.length} chunks`);
+      const sizes = r.chunks.map((c) => ServerMessageCodec.encode({ desired: c }).finish().length);
+      const big = r.chunks.findIndex((c) => c.upserts.some((u) => u.key.endsWith("|big")));
+      assertEquals(r.chunks[big].upserts.length, 1);
+      sizes.forEach((n, i) => assert(i === big || n <= SYNC_FILL_BYTES, `chunk ${i}: ${n} bytes`));
+      assertEquals(r.chunks.flatMap((c) => c.upserts).length, 21);
+    },
+  );
 });
 
 Deno.test("helloMessages/welcomeMessages chunk held versions below the limit", async (t) => {
   const held = new Map(
     Array.from({ length: 500 }, (_, i) => [`v1|Service|ns|svc-${i}`, `${i}`.padStart(32, "0")]),
   );
-  const cases = [
+  // 500 entries of about 75 encoded bytes: 37 KB in all.
+  const cases: { name: string; held: Map<string, string>; max: number; want?: number }[] = [
     { name: "empty set: one message", held: new Map<string, string>(), max: 1024, want: 1 },
     { name: "small set: one message", held: new Map([["a", "1"]]), max: 1024, want: 1 },
-    { name: "large set: several", held, max: 4096, want: 8 },
+    { name: "large set, limit below the fill target: several, filled to the limit", held, max: 512 },
+    // As many messages as a limit of SYNC_FILL_BYTES would give, not the one a 4 MiB limit allows.
+    { name: "large set, 4 MiB limit: several, filled to SYNC_FILL_BYTES", held, max: 4 * 2 ** 20 },
   ];
   for (const c of cases) {
     await t.step(c.name, () => {
       const hello = helloMessages("0.1.0", c.held, c.max);
       const welcome = welcomeMessages("cluster-1", c.held, c.max);
-      assertEquals(hello.length, c.want);
-      assertEquals(welcome.length, c.want);
+      const bound = Math.min(c.max, SYNC_FILL_BYTES);
+      assertEquals(hello.length, c.want ?? helloMessages("0.1.0", c.held, bound).length);
+      assertEquals(welcome.length, c.want ?? welcomeMessages("cluster-1", c.held, bound).length);
+      assert(c.want === 1 || (hello.length > 1 && welcome.length > 1));
+      for (const m of hello) assert(AgentMessageCodec.encode(m).finish().length <= bound);
+      for (const m of welcome) assert(ServerMessageCodec.encode(m).finish().length <= bound);
       const ha = new HeldAssembler("hello", 10_000);
       const wa = new HeldAssembler("welcome", 10_000);
       let h, w;

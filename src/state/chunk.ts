@@ -11,11 +11,17 @@ export interface ChunkOptions<T> {
   baseBytes?: number;
   /** Names an item in the error for one that cannot fit (never its content). */
   describe?: (item: T, index: number) => string;
+  /**
+   * Stop filling a chunk once the next item would take it past this many bytes (base included), even
+   * though `maxBytes` would allow more. An item larger than this alone still travels, alone, up to
+   * `maxBytes`. Default `maxBytes`: fill as far as the limit goes.
+   */
+  fillBytes?: number;
 }
 
 /**
  * Groups `items`, in order, into chunks whose `baseBytes + Σ sizeOf(item)` never exceeds `maxBytes`,
- * filling each chunk as far as it goes. No items → no chunks. An item that cannot fit even alone is
+ * filling each chunk as far as it goes (or, with `fillBytes`, as far as that). No items → no chunks. An item that cannot fit even alone is
  * a ResourceExhaustedError naming it: better to refuse clearly than to send a message the peer drops.
  */
 export function chunkBySize<T>(
@@ -28,6 +34,8 @@ export function chunkBySize<T>(
   if (!(maxBytes > base)) {
     throw new RangeError(`chunk limit ${maxBytes} must exceed the per-chunk overhead ${base}`);
   }
+  const fill = Math.min(opts.fillBytes ?? maxBytes, maxBytes);
+  if (!(fill > base)) throw new RangeError(`fill target ${fill} must exceed the per-chunk overhead ${base}`);
   const chunks: T[][] = [];
   let cur: T[] = [];
   let used = base;
@@ -40,7 +48,7 @@ export function chunkBySize<T>(
         `${name} is ${size} bytes and cannot fit in a message of at most ${maxBytes} bytes`,
       );
     }
-    if (used + size > maxBytes) {
+    if (cur.length > 0 && used + size > fill) {
       chunks.push(cur);
       cur = [];
       used = base;

@@ -16,6 +16,17 @@ Deno.test("chunkBySize", async (t) => {
   for (const [name, items, max, base, want] of cases) {
     await t.step(name, () => assertEquals(chunkBySize(items, max, id, { baseBytes: base }), want));
   }
+  const fills: [string, number[], number, number, number[][]][] = [
+    ["fill target below the limit starts chunks early", [3, 3, 3, 3], 100, 6, [[3, 3], [3, 3]]],
+    ["an item over the fill target travels alone", [2, 9, 2, 2], 100, 5, [[2], [9], [2, 2]]],
+    ["a fill target above the limit is the limit", [6, 4, 3], 10, 50, [[6, 4], [3]]],
+  ];
+  for (const [name, items, max, fill, want] of fills) {
+    await t.step(name, () => assertEquals(chunkBySize(items, max, id, { fillBytes: fill }), want));
+  }
+  await t.step("a fill target not above the overhead is a programming error", () => {
+    assertThrows(() => chunkBySize([1], 100, id, { baseBytes: 5, fillBytes: 5 }), RangeError);
+  });
   await t.step("no chunk ever exceeds the limit (random sizes)", () => {
     let seed = 7;
     const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
