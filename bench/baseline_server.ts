@@ -75,8 +75,10 @@ async function handle(c: Record<string, any>): Promise<Record<string, unknown>> 
       const head = `${c.stamp}|`;
       const payload = Buffer.alloc(Math.max(head.length, Number(c.bytes ?? 1024)), 120);
       payload.write(head, 0, "utf8");
+      // `count` messages per stream, written back to back (bench:message-size: many small vs one large).
+      const count = Number(c.count ?? 1);
       const t0 = now();
-      for (const s of streams) s.write(payload);
+      for (const s of streams) for (let k = 0; k < count; k++) s.write(payload);
       return { t0, t1: now(), streams: streams.size };
     }
     case "memory":

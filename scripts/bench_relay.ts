@@ -22,6 +22,7 @@ import { FileSecretStore } from "../src/store/mod.ts";
 import { makeTestPki } from "../src/relay/testing_pki.ts";
 import { FANOUT_CONFIGMAP } from "../bench/relay_loadgen.ts";
 import { Driven } from "../bench/command_loop.ts";
+import { freePort, rssOf } from "../bench/proc.ts";
 import { RUNTIME_V8_FLAGS } from "./v8_flags.ts";
 import {
   diffHeapSummaries,
@@ -38,18 +39,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const dec = new TextDecoder();
 
 // ------------------------------------------------------------------ child processes
-
-function rssOf(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-  return m ? Number(m[1]) * 1024 : NaN;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const p = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return p;
-}
 
 /** The server's memory split as its /metrics reports it: JS heap used and reserved, external, the rest. */
 async function memorySplit(port: number): Promise<Json> {
