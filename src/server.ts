@@ -31,6 +31,7 @@ import {
   DEFAULT_CLIENT_CERT_TTL_MS,
   DEFAULT_CONNECTION_LIMITS,
   DEFAULT_SECRET_CACHE_MAX_AGE_MS,
+  DEFAULT_SESSION_BINDING_TTL_MS,
   IDENTITY_CALL_DEADLINE_MS,
   IDENTITY_TOKEN_KEY,
   IDENTITY_TOKEN_SECRET,
@@ -330,6 +331,14 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       ).argParser(parseDurationOrZero).default(DEFAULT_SECRET_CACHE_MAX_AGE_MS, "5s"),
     )
     .addOption(
+      new Option(
+        "--session-binding-ttl <duration>",
+        "mTLS: how long a new agent may take to open its first Sync stream on the connection it bootstrapped " +
+          "on (one connection per new agent instead of two; docs/relay.md 'Session binding'); 0: agents dial " +
+          "a second, mTLS connection",
+      ).argParser(parseDurationOrZero).default(DEFAULT_SESSION_BINDING_TTL_MS, "60s"),
+    )
+    .addOption(
       new Option("--max-connections <n>", "TCP connections on the gRPC port in all (0: unlimited)")
         .argParser(parseCount).default(DEFAULT_CONNECTION_LIMITS.maxConnections),
     )
@@ -435,6 +444,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
           maxWaitMs: opts.signingQueueWait,
         },
         secretCacheMaxAgeMs: opts.secretCacheMaxAge,
+        sessionBindingTtlMs: opts.sessionBindingTtl,
         maxMessageBytes: opts.maxMessageBytes,
         limits: {
           maxConnections: opts.maxConnections,

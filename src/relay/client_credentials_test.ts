@@ -28,6 +28,7 @@ Deno.test("channelFor: IP targets, --authority, and a wrong trust anchor", async
         chainPem: String(call.metadata.get("x-meshrelay-cluster")[0] ?? ""),
         caPem: "",
         notAfterUnixMs: 0,
+        sessionBinding: "",
       }),
     renew: (_c: unknown, cb: grpc.sendUnaryData<CertificateResponse>) =>
       cb({ code: grpc.status.UNIMPLEMENTED }),

@@ -48,6 +48,7 @@ import type {
 } from "../proto/mod.ts";
 import type { Secret, SecretStore } from "../store/mod.ts";
 import { AdmissionGate } from "./admission.ts";
+import type { SessionBindings } from "./session_binding.ts";
 import type { MeshCaAuthority } from "./mesh_ca.ts";
 import type { MetricsRegistry } from "./metrics.ts";
 import type { IdentifiableCall, Identify } from "./peer_identity.ts";
@@ -88,6 +89,11 @@ export interface IdentityServiceOptions {
   rootSecret?: string;
   /** Istio federated trust (SignMeshCa); absent: SignMeshCa is refused. */
   meshCa?: MeshCaAuthority;
+  /**
+   * mTLS: a successful Bootstrap also returns a session binding, so the agent's first Sync stream can
+   * run on the same connection (session_binding.ts). Absent: no binding is offered.
+   */
+  sessionBindings?: SessionBindings;
 }
 
 /** The Bootstrap and Renew logic, independent of grpc-js plumbing. */
@@ -198,6 +204,7 @@ export class IdentityHandlers {
         chainPem: certificatesToPem(chain),
         caPem: rootPem,
         notAfterUnixMs: cert.notAfter.getTime(),
+        sessionBinding: "",
       },
     };
   }
@@ -251,6 +258,14 @@ export class IdentityHandlers {
       const { cert, response } = await this.#issue(req.csrPem, cluster, signing, signal);
       if (grant.kind === "cluster") await this.#o.tokens.check(req.token, cluster, { now, consume: true });
       await this.#o.revocations?.allowReissued(cluster, cert.serialNumber, cert.notBefore);
+      if (this.#o.sessionBindings) {
+        response.sessionBinding = this.#o.sessionBindings.issue({
+          cluster,
+          serial: cert.serialNumber.toLowerCase(),
+          notBefore: cert.notBefore,
+          notAfter: cert.notAfter,
+        }, call.getPeer());
+      }
       this.#issued?.inc({ rpc: "bootstrap" });
       this.#log.info("issued client certificate", {
         rpc: "bootstrap",

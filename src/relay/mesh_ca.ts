@@ -130,6 +130,7 @@ export class MeshCaAuthority {
         chainPem: certificatesToPem(between),
         caPem: certificateToPem(root.root),
         notAfterUnixMs: certificate.notAfter.getTime(),
+        sessionBinding: "",
       },
     };
   }

@@ -90,6 +90,12 @@ export {
   resolveAdmissionLimits,
 } from "./admission.ts";
 export {
+  type BoundCertificate,
+  DEFAULT_SESSION_BINDING_TTL_MS,
+  SESSION_BINDING_METADATA,
+  SessionBindings,
+} from "./session_binding.ts";
+export {
   DEFAULT_SECRET_CACHE_MAX_AGE_MS,
   SecretCache,
   type SecretCacheOptions,

@@ -38,7 +38,8 @@ export interface PeerIdentity {
   serial?: string;
   notBefore?: Date;
   notAfter?: Date;
-  via: "certificate" | "token" | "insecure";
+  /** `binding`: the certificate its connection's Bootstrap just issued (session_binding.ts). */
+  via: "certificate" | "binding" | "token" | "insecure";
 }
 
 /** The part of a grpc-js server call identity needs. */

@@ -39,6 +39,7 @@ import { RevocationList } from "./revocation.ts";
 import { SecretCache } from "./secret_cache.ts";
 import { ensureServerMaterial, type SecurityMode, type ServerMaterialReport } from "./server_material.ts";
 import { ServerTls } from "./server_tls.ts";
+import { DEFAULT_SESSION_BINDING_TTL_MS, identifyWithBinding, SessionBindings } from "./session_binding.ts";
 import { relayServiceImpl } from "./sync_service.ts";
 import { TokenAuthority } from "./tokens.ts";
 import { tolerantDecoding } from "./tolerant_decoding.ts";
@@ -81,6 +82,11 @@ export interface RelayServerOptions {
    */
   secretCacheMaxAgeMs?: number;
   maxMessageBytes?: number;
+  /**
+   * mTLS: how long the session binding a Bootstrap returns stays redeemable by the first Sync stream on
+   * the same connection (session_binding.ts). Default 60,000; 0: Bootstrap offers none.
+   */
+  sessionBindingTtlMs?: number;
   /** Connections per peer and in all, TLS handshake timeout, streams per connection, idle timeout. */
   limits?: ConnectionLimitOptions;
   /** Hub knobs (see RelayHubOptions). */
@@ -220,10 +226,19 @@ export class RelayServer {
     /** The certificate each cluster last connected with, so a revoked one can be cut off at once. */
     const inUse = new Map<string, { serial: string; notBefore: Date }>();
     let identify: Identify;
+    // The Sync service's identity: in mTLS it also takes a session binding (session_binding.ts).
+    let syncIdentify: Identify;
+    const bindingTtlMs = o.sessionBindingTtlMs ?? DEFAULT_SESSION_BINDING_TTL_MS;
+    const sessionBindings = mode === "mtls" && bindingTtlMs > 0
+      ? new SessionBindings({ clock, metrics, ttlMs: bindingTtlMs })
+      : undefined;
     if (mode === "mtls") {
       const byCert = certificateIdentify({ trust: () => tls!.trust, clock, isRegistered, revocations });
-      identify = async (call) => {
-        const id = await byCert(call);
+      const byBinding = sessionBindings
+        ? identifyWithBinding({ bindings: sessionBindings, isRegistered, revocations }, byCert)
+        : byCert;
+      const tracked = (by: Identify): Identify => async (call) => {
+        const id = await by(call);
         if (id.serial && id.notBefore) inUse.set(id.cluster, { serial: id.serial, notBefore: id.notBefore });
         if (id.notAfter) {
           expiry.set(Math.round((id.notAfter.getTime() - clock.now().getTime()) / 1000), {
@@ -232,6 +247,8 @@ export class RelayServer {
         }
         return id;
       };
+      identify = tracked(byCert);
+      syncIdentify = tracked(byBinding);
     } else {
       const byToken = tokenIdentify({
         tokens,
@@ -245,6 +262,7 @@ export class RelayServer {
       identify = mode === "tls"
         ? byToken
         : async (call) => (await tokens.anyConfigured()) ? byToken(call) : byName(call);
+      syncIdentify = identify;
     }
 
     if (tls) {
@@ -280,12 +298,13 @@ export class RelayServer {
       signingSecret: o.signingSecret,
       rootSecret: o.rootSecret,
       meshCa: mode === "mtls" ? meshCa : undefined,
+      sessionBindings,
     });
     // Undecodable requests reach the handlers as empty messages (see tolerant_decoding.ts).
     server.addService(tolerantDecoding(IdentityService), identityServiceImpl(handlers, log));
     server.addService(
       tolerantDecoding(RelayService),
-      relayServiceImpl({ hub, identify, clock, log, metrics, maxMessageBytes }),
+      relayServiceImpl({ hub, identify: syncIdentify, clock, log, metrics, maxMessageBytes }),
     );
     const creds = tls ? tls.credentials : grpc.ServerCredentials.createInsecure();
     const host = o.host ?? "0.0.0.0";

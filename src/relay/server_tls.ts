@@ -6,7 +6,8 @@
  * and must call `Identity.Bootstrap`. These credentials set `requestCert: true,
  * rejectUnauthorized: false`: the handshake verifies a presented certificate against the trust
  * anchors (and grpc-js then exposes it in `getAuthContext()`), but a peer without one still connects.
- * Every handler then decides (see `peer_identity.ts`): only Bootstrap runs without a verified cert.
+ * Every handler then decides (see `peer_identity.ts`): only Bootstrap runs without a verified cert, and
+ * the first Sync stream of an agent that just bootstrapped on the connection (session_binding.ts).
  *
  * The same credentials swap their secure context at run time (`updateSecureContextOptions`, which
  * grpc-js applies with `setSecureContext`), so a server certificate rotated by cert-manager is served

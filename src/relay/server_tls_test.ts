@@ -28,6 +28,7 @@ async function echoServer(creds: grpc.ServerCredentials): Promise<{ port: number
         chainPem: "",
         caPem: "",
         notAfterUnixMs: 0,
+        sessionBinding: "",
       });
     },
     renew: (_c: unknown, cb: grpc.sendUnaryData<CertificateResponse>) =>

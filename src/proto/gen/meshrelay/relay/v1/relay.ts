@@ -69,6 +69,14 @@ export interface CertificateResponse {
   caPem: string;
   /** Expiry of the issued certificate, Unix milliseconds. */
   notAfterUnixMs: number;
+  /**
+   * Bootstrap only (mTLS): a one-time secret that lets the agent open its first Sync stream on the same
+   * connection, before it can present the new certificate, by sending it as `x-meshrelay-session-binding`
+   * metadata. The server accepts it once, shortly, and only from the connection that bootstrapped, and
+   * takes the caller to be the certificate just issued (revocation and registration still apply).
+   * Empty when the server offers none: the agent then dials a new mTLS connection.
+   */
+  sessionBinding: string;
 }
 
 /** One object in a versioned set. */
@@ -320,7 +328,7 @@ export const MeshCaRequest: MessageFns<MeshCaRequest> = {
 };
 
 function createBaseCertificateResponse(): CertificateResponse {
-  return { certificatePem: "", chainPem: "", caPem: "", notAfterUnixMs: 0 };
+  return { certificatePem: "", chainPem: "", caPem: "", notAfterUnixMs: 0, sessionBinding: "" };
 }
 
 export const CertificateResponse: MessageFns<CertificateResponse> = {
@@ -336,6 +344,9 @@ export const CertificateResponse: MessageFns<CertificateResponse> = {
     }
     if (message.notAfterUnixMs !== 0) {
       writer.uint32(32).int64(message.notAfterUnixMs);
+    }
+    if (message.sessionBinding !== "") {
+      writer.uint32(42).string(message.sessionBinding);
     }
     return writer;
   },
@@ -379,6 +390,14 @@ export const CertificateResponse: MessageFns<CertificateResponse> = {
           message.notAfterUnixMs = longToNumber(reader.int64());
           continue;
         }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.sessionBinding = reader.string();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -397,6 +416,7 @@ export const CertificateResponse: MessageFns<CertificateResponse> = {
     message.chainPem = object.chainPem ?? "";
     message.caPem = object.caPem ?? "";
     message.notAfterUnixMs = object.notAfterUnixMs ?? 0;
+    message.sessionBinding = object.sessionBinding ?? "";
     return message;
   },
 };
