@@ -277,5 +277,21 @@ Deno.test("after bootstrapping, an agent holds one connection to the server, not
     await waitFor("one open connection", async () => await open() === 1, 10_000).catch(async (e) => {
       throw new Error(`${e.message}: ${await open()} open`);
     });
+    // And only one ever: Bootstrap and the first Sync stream shared it through a session binding
+    // (closed connections stay in the server's memory on the pinned Deno).
+    const m = (name: string, labels?: Record<string, string>) => metricValue(s.metricsPort!, name, labels);
+    assertEquals(await m("meshrelay_connections_accepted_total"), 1, "connections accepted");
+    assertEquals(await m("meshrelay_session_bindings_total", { result: "issued" }), 1);
+    assertEquals(await m("meshrelay_session_bindings_total", { result: "redeemed" }), 1);
+
+    // Restarted with its certificate, the agent dials mTLS: no Bootstrap, no binding.
+    await agent.kill9();
+    const again = ws.agent(agentArgs(ws.dir, "cluster-1", s.port, `${ws.dir}/a1`), "agent-again", {
+      MESHRELAY_TOKEN: token,
+    });
+    await again.waitForLine((l) => l.msg === "in sync with the server", "in sync again");
+    assertEquals(await m("meshrelay_client_certificates_issued_total"), 1, "no second certificate");
+    assertEquals(await m("meshrelay_session_bindings_total", { result: "issued" }), 1);
+    assertEquals(await m("meshrelay_connections_accepted_total"), 2);
   });
 });

@@ -6,6 +6,10 @@
  * same credentials, and closed after anything else. In a bootstrap storm an agent refused as busy
  * retries on the connection it has instead of making one more (each closed connection costs the
  * server memory on the pinned Deno, docs/relay.md "Known limits").
+ *
+ * A Bootstrap answered with a session binding hands its channel on instead of closing it: the Sync
+ * dialer takes it ({@linkcode BoundChannel}) and runs the first stream on the same connection
+ * (session_binding.ts), so a new agent costs the server one connection, not two.
  * @module
  */
 import * as grpc from "@grpc/grpc-js";
@@ -32,6 +36,7 @@ import {
 import type { IdentityTransport } from "./agent_identity.ts";
 import type { MeshCaTransport } from "./mesh_ca_agent.ts";
 import { channelFor, type ClientKeyPair } from "./client_credentials.ts";
+import { parseCertificates } from "../pki/mod.ts";
 
 /** A project error for a gRPC status the server returned (the inverse of `grpcStatusOf`). */
 export function errorFromStatus(e: Partial<grpc.ServiceError>): MeshrelayError {
@@ -87,6 +92,16 @@ const KEEP_CHANNEL_AFTER = new Set<number>([
   GrpcStatus.NOT_FOUND,
 ]);
 
+/** A Bootstrap's connection, handed to the Sync dialer with the binding that opens a stream on it. */
+export interface BoundChannel {
+  /** The channel; whoever takes it closes it (`closeClient` of a client made on it). */
+  channel: ReturnType<grpc.Client["getChannel"]>;
+  /** For the `x-meshrelay-session-binding` metadata of the first Sync call. */
+  binding: string;
+  /** Serial of the certificate the binding stands for, lower-case hex. */
+  serial: string;
+}
+
 interface KeptChannel {
   key: string;
   client: IdentityClient;
@@ -98,8 +113,17 @@ interface KeptChannel {
 /** The gRPC implementation (also of SignMeshCa, for the agent's Istio intermediate CA). */
 export function grpcIdentityTransport(
   opts: GrpcIdentityTransportOptions,
-): IdentityTransport & MeshCaTransport & { close(): void } {
+): IdentityTransport & MeshCaTransport & {
+  close(): void;
+  takeBoundChannel(serial: string): BoundChannel | undefined;
+} {
   let kept: KeptChannel | undefined;
+  // The last Bootstrap's channel and binding, until the Sync dialer takes them or they go stale.
+  let bound: { client: IdentityClient; binding: string; serial: string } | undefined;
+  const dropBound = () => {
+    if (bound) closeClient(bound.client);
+    bound = undefined;
+  };
   const release = (ch: KeptChannel, keep: boolean) => {
     ch.calls--;
     if (!keep) ch.reusable = false;
@@ -109,6 +133,8 @@ export function grpcIdentityTransport(
     closeClient(ch.client);
   };
   const acquire = async (client: ClientKeyPair | undefined): Promise<KeptChannel> => {
+    // Any new identity call means the bound channel was not taken in time: its binding is worth nothing.
+    dropBound();
     const rootCaPem = await opts.rootCaPem();
     const key = `${rootCaPem}\0${client?.certChainPem ?? ""}`;
     if (kept && kept.key === key && kept.reusable) {
@@ -147,11 +173,14 @@ export function grpcIdentityTransport(
     ) => grpc.ClientUnaryCall,
     req: Req,
     signal?: AbortSignal,
+    /** After a success: true when the caller takes `ch` over (it is then neither kept nor closed here). */
+    handOff?: (ch: KeptChannel, res: Res) => boolean,
   ): Promise<Res> => {
     const ch = await acquire(client);
     let keep = false;
+    let handedOff = false;
     try {
-      return await new Promise<Res>((resolve, reject) => {
+      const res = await new Promise<Res>((resolve, reject) => {
         const deadline = new Date(Date.now() + (opts.deadlineMs ?? IDENTITY_CALL_DEADLINE_MS));
         const pending = fn(ch.client, req, deadline, (e, r) => {
           signal?.removeEventListener("abort", onAbort);
@@ -164,26 +193,63 @@ export function grpcIdentityTransport(
         if (signal?.aborted) onAbort();
         else signal?.addEventListener("abort", onAbort, { once: true });
       });
+      if (handOff && !signal?.aborted && handOff(ch, res)) {
+        handedOff = true;
+        ch.calls--;
+        ch.reusable = false;
+        if (kept === ch) kept = undefined;
+      }
+      return res;
     } finally {
-      release(ch, keep && !signal?.aborted);
+      if (!handedOff) release(ch, keep && !signal?.aborted);
     }
   };
   return {
-    /** Closes the channel kept for a retry (calls in flight finish first). */
+    /** Closes the channel kept for a retry (calls in flight finish first) and an untaken bound one. */
     close: () => {
+      dropBound();
       const ch = kept;
       kept = undefined;
       if (!ch) return;
       ch.reusable = false;
       if (ch.calls === 0) closeClient(ch.client);
     },
-    bootstrap: (req: BootstrapRequest, signal?: AbortSignal) =>
-      call<BootstrapRequest, CertificateResponse>(
+    /**
+     * The channel of the Bootstrap that issued certificate `serial`, with its binding, once; any other
+     * serial drops it (that Bootstrap's certificate is not the one in use).
+     */
+    takeBoundChannel: (serial: string): BoundChannel | undefined => {
+      if (!bound) return undefined;
+      if (bound.serial !== serial) return void dropBound();
+      const b = bound;
+      bound = undefined;
+      return { channel: b.client.getChannel(), binding: b.binding, serial: b.serial };
+    },
+    bootstrap: async (req: BootstrapRequest, signal?: AbortSignal) => {
+      let taken: KeptChannel | undefined;
+      const res = await call<BootstrapRequest, CertificateResponse>(
         undefined,
         (c, r, deadline, cb) => c.bootstrap(r, new grpc.Metadata(), { deadline }, cb),
         req,
         signal,
-      ),
+        (ch, r) => {
+          if (!r.sessionBinding || ch.calls !== 1) return false;
+          taken = ch;
+          return true;
+        },
+      );
+      if (taken) {
+        let serial = "";
+        try {
+          serial = parseCertificates(res.certificatePem, "issued certificate")[0].serialNumber.toLowerCase();
+        } catch {
+          // Not a certificate: the identity manager refuses the answer; the channel has no use.
+        }
+        if (serial) bound = { client: taken.client, binding: res.sessionBinding, serial };
+        else closeClient(taken.client);
+      }
+      return res;
+    },
     renew: (req: RenewRequest, current: ClientKeyPair, signal?: AbortSignal) =>
       call<RenewRequest, CertificateResponse>(
         current,

@@ -9,6 +9,7 @@
  * identity manager, which re-bootstraps once if it has a token.
  * @module
  */
+import * as grpc from "@grpc/grpc-js";
 import type { Clock } from "../clock.ts";
 import { GrpcStatus, PreconditionError, UnavailableError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -25,6 +26,7 @@ import { MeshCaAgent } from "./mesh_ca_agent.ts";
 import { MetricsRegistry } from "./metrics.ts";
 import { isExpired, type RotationOptions } from "./rotation.ts";
 import type { SecurityMode } from "./server_material.ts";
+import { SESSION_BINDING_METADATA } from "./session_binding.ts";
 import { SyncAgent, type SyncDialer } from "./sync_agent.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, grpcMessageOptions } from "./wire.ts";
 
@@ -159,6 +161,9 @@ export class RelayAgent {
     // Serial of the certificate the last Sync dial used: a new certificate only needs a reconnect when a
     // session was made with an older one (a dial still waiting for its first certificate takes it).
     let dialedSerial: string | undefined;
+    // Whether the last Sync dial used a session binding: a refused binding (too late, say) is no verdict
+    // on the certificate, and the next dial simply uses mTLS.
+    let dialedBound = false;
     const dial: SyncDialer = async (signal) => {
       let client: RelayClient;
       if (o.mode === "insecure") {
@@ -213,6 +218,18 @@ export class RelayAgent {
         options: channelOptions,
       });
       dialedSerial = creds.serial;
+      // Right after a Bootstrap: the first stream runs on its connection (session_binding.ts).
+      const bound = transport!.takeBoundChannel(creds.serial);
+      dialedBound = bound !== undefined;
+      if (bound) {
+        client = new RelayClient(ch.target, ch.credentials, {
+          ...ch.options,
+          channelOverride: bound.channel,
+        });
+        const md = new grpc.Metadata();
+        md.set(SESSION_BINDING_METADATA, bound.binding);
+        return { stream: client.sync(md), release: () => closeClient(client) };
+      }
       client = new RelayClient(ch.target, ch.credentials, ch.options);
       return { stream: client.sync(), release: () => closeClient(client) };
     };
@@ -229,7 +246,10 @@ export class RelayAgent {
       maxMessageBytes,
       backoff: o.backoff,
       onSessionEnd: (end) => {
-        if (end.code === GrpcStatus.UNAUTHENTICATED || end.code === GrpcStatus.PERMISSION_DENIED) {
+        if (
+          !dialedBound &&
+          (end.code === GrpcStatus.UNAUTHENTICATED || end.code === GrpcStatus.PERMISSION_DENIED)
+        ) {
           identity?.markRefused(end.message);
         }
       },

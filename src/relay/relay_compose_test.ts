@@ -40,6 +40,83 @@ async function files(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+/** A server on the examples' config and one agent for cluster-1, stopped after `fn`. */
+async function withServerAndAgent(
+  serverOpts: { sessionBindingTtlMs?: number },
+  fn: (server: RelayServer, agent: RelayAgent) => Promise<void>,
+): Promise<void> {
+  const tmp = await Deno.makeTempDir({ prefix: "meshrelay-compose-" });
+  const serverStore = new MemorySecretStore();
+  const server = await RelayServer.start({
+    mode: "mtls",
+    store: serverStore,
+    config: new DirectoryConfigSource({ root: `${EXAMPLES}config`, clock: systemClock, log: nullLogger }),
+    clock: systemClock,
+    log: nullLogger,
+    host: "127.0.0.1",
+    port: 0,
+    metricsPort: null,
+    warmupMs: 0,
+    debounceMs: 20,
+    ...serverOpts,
+  });
+  const root = dec.decode((await serverStore.get("relay-root-tls-secret"))!.data["ca.crt"]);
+  const token = dec.decode((await serverStore.get(IDENTITY_TOKEN_SECRET))!.data.token);
+  const agent = await RelayAgent.start({
+    mode: "mtls",
+    cluster: "cluster-1",
+    serverAddress: `127.0.0.1:${server.port}`,
+    store: new MemorySecretStore(),
+    rootCaPem: () => Promise.resolve(root),
+    token: () => Promise.resolve(token),
+    discovery: new DirectoryDiscoverySource({
+      root: `${EXAMPLES}clusters/cluster-1`,
+      clock: systemClock,
+      log: nullLogger,
+    }),
+    applier: new DirectoryApplier({ root: `${tmp}/apply`, log: nullLogger }),
+    clock: systemClock,
+    random: Math.random,
+    log: nullLogger,
+    agentVersion: "test",
+    metricsPort: null,
+    backoff: { initialMs: 50, maxMs: 200 },
+  });
+  try {
+    await fn(server, agent);
+  } finally {
+    await agent.stop();
+    await server.stop();
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+function counter(server: RelayServer, name: string, labels: string): number {
+  const series = labels ? `${name}{${labels}} ` : `${name} `;
+  const line = server.metrics.render().split("\n").find((l) => l.startsWith(series));
+  return line ? Number(line.split(" ").pop()) : 0;
+}
+
+Deno.test("session binding: the first stream shares the Bootstrap connection; a late or absent binding falls back to mTLS", async (t) => {
+  const cases = [
+    { name: "offered and redeemed", ttl: undefined, redeemed: 1, refused: 0, accepted: 1 },
+    // 1 ms: spent before the Sync call comes. The agent neither re-bootstraps nor gives up: it dials mTLS.
+    { name: "offered but too late: refused, no new Bootstrap", ttl: 1, redeemed: 0, refused: 1, accepted: 2 },
+    { name: "not offered (--session-binding-ttl 0)", ttl: 0, redeemed: 0, refused: 0, accepted: 2 },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, () =>
+      withServerAndAgent({ sessionBindingTtlMs: c.ttl }, async (server, agent) => {
+        await waitFor("sync", () => agent.sync.state === "synced");
+        const m = (name: string, labels: string) => counter(server, name, labels);
+        assertEquals(m("meshrelay_client_certificates_issued_total", 'rpc="bootstrap"'), 1);
+        assertEquals(m("meshrelay_session_bindings_total", 'result="redeemed"'), c.redeemed);
+        assertEquals(m("meshrelay_session_bindings_total", 'result="refused"'), c.refused);
+        assertEquals(m("meshrelay_connections_accepted_total", ""), c.accepted);
+      }));
+  }
+});
+
 Deno.test("composed mTLS relay: bootstrap, sync, apply, renew, deregister", async () => {
   const tmp = await Deno.makeTempDir({ prefix: "meshrelay-compose-" });
   const ac = new AbortController();
