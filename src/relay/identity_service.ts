@@ -49,6 +49,7 @@ import type {
 import type { Secret, SecretStore } from "../store/mod.ts";
 import { AdmissionGate } from "./admission.ts";
 import type { SessionBindings } from "./session_binding.ts";
+import { caFingerprint } from "./ca_fingerprint.ts";
 import type { MeshCaAuthority } from "./mesh_ca.ts";
 import type { MetricsRegistry } from "./metrics.ts";
 import type { IdentifiableCall, Identify } from "./peer_identity.ts";
@@ -258,6 +259,8 @@ export class IdentityHandlers {
       const { cert, response } = await this.#issue(req.csrPem, cluster, signing, signal);
       if (grant.kind === "cluster") await this.#o.tokens.check(req.token, cluster, { now, consume: true });
       await this.#o.revocations?.allowReissued(cluster, cert.serialNumber, cert.notBefore);
+      // The agent has these anchors already: a smaller answer is less memory on its connection for good.
+      if (req.knownCaSha256 && req.knownCaSha256 === caFingerprint(signing.rootPem)) response.caPem = "";
       if (this.#o.sessionBindings) {
         response.sessionBinding = this.#o.sessionBindings.issue({
           cluster,

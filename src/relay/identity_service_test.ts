@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import { caFingerprint } from "./ca_fingerprint.ts";
 import { Buffer } from "node:buffer";
 import { FakeClock } from "../clock.ts";
 import { GrpcStatus } from "../errors.ts";
@@ -164,6 +165,40 @@ Deno.test("Bootstrap: token + registered cluster + matching CSR → a verifiable
     });
     assertEquals(o.ok.notAfterUnixMs, leaf.notAfter.getTime());
     assert(Math.abs(leaf.notAfter.getTime() - (NOW.getTime() + 30 * DAY)) < 2000);
+  } finally {
+    r.stop();
+  }
+});
+
+Deno.test("Bootstrap: the answer leaves out the trust anchors the agent says it has, and only those", async (t) => {
+  const r = await rig();
+  try {
+    const { csrPem } = await csrFor("cluster-1");
+    const full = await call(r, "bootstrap", { token: r.shared, cluster: "cluster-1", csrPem });
+    assert("ok" in full, JSON.stringify(full));
+    const root = full.ok.caPem;
+    assert(root.includes("BEGIN CERTIFICATE"));
+    const cases: [string, string | undefined, boolean][] = [
+      [
+        "the server's own anchors, wrapped differently: left out",
+        caFingerprint(root.replace(/\n/g, "\r\n")),
+        true,
+      ],
+      ["other anchors: sent", caFingerprint(root + root), false],
+      ["none named: sent", undefined, false],
+    ];
+    for (const [name, known, omitted] of cases) {
+      await t.step(name, async () => {
+        const o = await call(r, "bootstrap", {
+          token: r.shared,
+          cluster: "cluster-1",
+          csrPem,
+          ...(known ? { knownCaSha256: known } : {}),
+        });
+        assert("ok" in o, JSON.stringify(o));
+        assertEquals(o.ok.caPem, omitted ? "" : root);
+      });
+    }
   } finally {
     r.stop();
   }

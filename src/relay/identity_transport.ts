@@ -37,6 +37,7 @@ import type { IdentityTransport } from "./agent_identity.ts";
 import type { MeshCaTransport } from "./mesh_ca_agent.ts";
 import { channelFor, type ClientKeyPair } from "./client_credentials.ts";
 import { parseCertificates } from "../pki/mod.ts";
+import { caFingerprint } from "./ca_fingerprint.ts";
 
 /** A project error for a gRPC status the server returned (the inverse of `grpcStatusOf`). */
 export function errorFromStatus(e: Partial<grpc.ServiceError>): MeshrelayError {
@@ -227,10 +228,12 @@ export function grpcIdentityTransport(
     },
     bootstrap: async (req: BootstrapRequest, signal?: AbortSignal) => {
       let taken: KeptChannel | undefined;
+      // Name the anchors this call verifies the server with; if they are the server's, it leaves them out.
+      const known = await opts.rootCaPem();
       const res = await call<BootstrapRequest, CertificateResponse>(
         undefined,
         (c, r, deadline, cb) => c.bootstrap(r, new grpc.Metadata(), { deadline }, cb),
-        req,
+        { ...req, knownCaSha256: caFingerprint(known) },
         signal,
         (ch, r) => {
           if (!r.sessionBinding || ch.calls !== 1) return false;
@@ -238,6 +241,7 @@ export function grpcIdentityTransport(
           return true;
         },
       );
+      if (!res.caPem) res.caPem = known;
       if (taken) {
         let serial = "";
         try {

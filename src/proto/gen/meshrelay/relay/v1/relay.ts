@@ -45,6 +45,12 @@ export interface BootstrapRequest {
   cluster: string;
   /** PKCS#10 certificate signing request, PEM. */
   csrPem: string;
+  /**
+   * SHA-256, hex, of the trust anchors the agent already verifies the server with (their PEM with all
+   * white space removed). When it equals the server's, the answer leaves ca_pem empty and the agent keeps
+   * its own: the answer stays small (a connection keeps memory in proportion to its largest message).
+   */
+  knownCaSha256?: string | undefined;
 }
 
 export interface RenewRequest {
@@ -65,7 +71,10 @@ export interface CertificateResponse {
   certificatePem: string;
   /** Issuing chain up to but excluding the root (the signing CA), PEM, concatenated. */
   chainPem: string;
-  /** Trust anchor(s) for the relay server, PEM (relay-root-tls-secret ca.crt). */
+  /**
+   * Trust anchor(s) for the relay server, PEM (relay-root-tls-secret ca.crt). Empty in a Bootstrap answer
+   * when the request's known_ca_sha256 named these very anchors.
+   */
   caPem: string;
   /** Expiry of the issued certificate, Unix milliseconds. */
   notAfterUnixMs: number;
@@ -166,7 +175,7 @@ export interface DiscoveryAck {
 }
 
 function createBaseBootstrapRequest(): BootstrapRequest {
-  return { token: "", cluster: "", csrPem: "" };
+  return { token: "", cluster: "", csrPem: "", knownCaSha256: undefined };
 }
 
 export const BootstrapRequest: MessageFns<BootstrapRequest> = {
@@ -179,6 +188,9 @@ export const BootstrapRequest: MessageFns<BootstrapRequest> = {
     }
     if (message.csrPem !== "") {
       writer.uint32(26).string(message.csrPem);
+    }
+    if (message.knownCaSha256 !== undefined) {
+      writer.uint32(34).string(message.knownCaSha256);
     }
     return writer;
   },
@@ -214,6 +226,14 @@ export const BootstrapRequest: MessageFns<BootstrapRequest> = {
           message.csrPem = reader.string();
           continue;
         }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.knownCaSha256 = reader.string();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -231,6 +251,7 @@ export const BootstrapRequest: MessageFns<BootstrapRequest> = {
     message.token = object.token ?? "";
     message.cluster = object.cluster ?? "";
     message.csrPem = object.csrPem ?? "";
+    message.knownCaSha256 = object.knownCaSha256 ?? undefined;
     return message;
   },
 };
