@@ -40,17 +40,40 @@ async function files(dir: string): Promise<string[]> {
   return out.sort();
 }
 
-/** A server on the examples' config and one agent for cluster-1, stopped after `fn`. */
+/** What {@linkcode withServerAndAgent} hands its test. */
+interface Rig {
+  server: RelayServer;
+  agent: RelayAgent;
+  /** The relay root CA, PEM, as the server generated it. */
+  root: string;
+  /** The server's config folder (a copy of the examples' config: tests may edit it). */
+  configDir: string;
+  /** Where the agent applies its desired state. */
+  applyDir: string;
+}
+
+/** A server on a copy of the examples' config and one agent for cluster-1, stopped after `fn`. */
 async function withServerAndAgent(
   serverOpts: { sessionBindingTtlMs?: number },
-  fn: (server: RelayServer, agent: RelayAgent, root: string) => Promise<void>,
+  fn: (rig: Rig) => Promise<void>,
 ): Promise<void> {
   const tmp = await Deno.makeTempDir({ prefix: "meshrelay-compose-" });
+  const configDir = `${tmp}/config`;
+  const applyDir = `${tmp}/apply-1`;
+  await Deno.mkdir(configDir);
+  for await (const e of Deno.readDir(`${EXAMPLES}config`)) {
+    await Deno.copyFile(`${EXAMPLES}config/${e.name}`, `${configDir}/${e.name}`);
+  }
   const serverStore = new MemorySecretStore();
   const server = await RelayServer.start({
     mode: "mtls",
     store: serverStore,
-    config: new DirectoryConfigSource({ root: `${EXAMPLES}config`, clock: systemClock, log: nullLogger }),
+    config: new DirectoryConfigSource({
+      root: configDir,
+      clock: systemClock,
+      log: nullLogger,
+      rescanIntervalMs: 200,
+    }),
     clock: systemClock,
     log: nullLogger,
     host: "127.0.0.1",
@@ -58,6 +81,7 @@ async function withServerAndAgent(
     metricsPort: null,
     warmupMs: 0,
     debounceMs: 20,
+    reloadIntervalMs: 200,
     ...serverOpts,
   });
   const root = dec.decode((await serverStore.get("relay-root-tls-secret"))!.data["ca.crt"]);
@@ -74,16 +98,16 @@ async function withServerAndAgent(
       clock: systemClock,
       log: nullLogger,
     }),
-    applier: new DirectoryApplier({ root: `${tmp}/apply`, log: nullLogger }),
+    applier: new DirectoryApplier({ root: applyDir, log: nullLogger }),
     clock: systemClock,
     random: Math.random,
     log: nullLogger,
     agentVersion: "test",
     metricsPort: null,
-    backoff: { initialMs: 50, maxMs: 200 },
+    backoff: { initialMs: 100, maxMs: 500 },
   });
   try {
-    await fn(server, agent, root);
+    await fn({ server, agent, root, configDir, applyDir });
   } finally {
     await agent.stop();
     await server.stop();
@@ -108,7 +132,7 @@ Deno.test("session binding: the first stream shares the Bootstrap connection; a 
     await t.step(
       c.name,
       () =>
-        withServerAndAgent({ sessionBindingTtlMs: c.ttl }, async (server, agent, root) => {
+        withServerAndAgent({ sessionBindingTtlMs: c.ttl }, async ({ server, agent, root }) => {
           await waitFor("sync", () => agent.sync.state === "synced");
           // The server left its anchors out of the answer (the agent named them); the agent kept its own.
           assertEquals(agent.identity!.current()!.caPem, root);
@@ -122,58 +146,8 @@ Deno.test("session binding: the first stream shares the Bootstrap connection; a 
   }
 });
 
-Deno.test("composed mTLS relay: bootstrap, sync, apply, renew, deregister", async () => {
-  const tmp = await Deno.makeTempDir({ prefix: "meshrelay-compose-" });
-  const ac = new AbortController();
-  const configDir = `${tmp}/config`;
-  await Deno.mkdir(configDir);
-  for await (const e of Deno.readDir(`${EXAMPLES}config`)) {
-    await Deno.copyFile(`${EXAMPLES}config/${e.name}`, `${configDir}/${e.name}`);
-  }
-  const serverStore = new MemorySecretStore();
-  const server = await RelayServer.start({
-    mode: "mtls",
-    store: serverStore,
-    config: new DirectoryConfigSource({
-      root: configDir,
-      clock: systemClock,
-      log: nullLogger,
-      rescanIntervalMs: 200,
-    }),
-    clock: systemClock,
-    log: nullLogger,
-    host: "127.0.0.1",
-    port: 0,
-    metricsPort: null,
-    warmupMs: 0,
-    debounceMs: 20,
-    reloadIntervalMs: 200,
-  });
-  const root = dec.decode((await serverStore.get("relay-root-tls-secret"))!.data["ca.crt"]);
-  const token = dec.decode((await serverStore.get(IDENTITY_TOKEN_SECRET))!.data.token);
-  const agentStore = new MemorySecretStore();
-  const applyDir = `${tmp}/apply-1`;
-  const agent = await RelayAgent.start({
-    mode: "mtls",
-    cluster: "cluster-1",
-    serverAddress: `127.0.0.1:${server.port}`,
-    store: agentStore,
-    rootCaPem: () => Promise.resolve(root),
-    token: () => Promise.resolve(token),
-    discovery: new DirectoryDiscoverySource({
-      root: `${EXAMPLES}clusters/cluster-1`,
-      clock: systemClock,
-      log: nullLogger,
-    }),
-    applier: new DirectoryApplier({ root: applyDir, log: nullLogger }),
-    clock: systemClock,
-    random: Math.random,
-    log: nullLogger,
-    agentVersion: "test",
-    metricsPort: null,
-    backoff: { initialMs: 100, maxMs: 500 },
-  });
-  try {
+Deno.test("composed mTLS relay: bootstrap, sync, apply, renew, deregister", () =>
+  withServerAndAgent({}, async ({ server, agent, configDir, applyDir }) => {
     await waitFor("bootstrap", () => agent.identity!.status().state === "ready");
     const first = agent.identity!.current()!;
     await waitFor("sync", () => agent.sync.state === "synced");
@@ -203,10 +177,4 @@ Deno.test("composed mTLS relay: bootstrap, sync, apply, renew, deregister", asyn
     );
     await waitFor("refused", () => agent.sync.stats.lastCode === 7);
     assertEquals(server.hub.isRegistered("cluster-1"), false);
-  } finally {
-    ac.abort();
-    await agent.stop();
-    await server.stop();
-    await Deno.remove(tmp, { recursive: true });
-  }
-});
+  }));
