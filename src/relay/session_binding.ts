@@ -20,7 +20,7 @@ import { createHash } from "node:crypto";
 import type { Clock } from "../clock.ts";
 import { AuthenticationError, PermissionDeniedError } from "../errors.ts";
 import type { Counter, MetricsRegistry } from "./metrics.ts";
-import { type Identify, peerCertificate, type PeerIdentity } from "./peer_identity.ts";
+import type { Identify, PeerIdentity } from "./peer_identity.ts";
 import type { RevocationList } from "./revocation.ts";
 import { cryptoRandomBytes, type RandomBytes } from "./tokens.ts";
 
