@@ -438,8 +438,9 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
     log(`meshrelay: memory with ${n} agents held: ${mibs(memHeld)}`);
     result.memoryIdle = memIdle;
     result.memoryHeld = memHeld;
+    let heldHeap: HeapSummary | undefined;
     if (inspect && idleHeap) {
-      const held = await snapshot(inspect, `${o.heapSnapshot}-${n}-held.heapsnapshot`);
+      const held = heldHeap = await snapshot(inspect, `${o.heapSnapshot}-${n}-held.heapsnapshot`);
       const grown = diffHeapSummaries(idleHeap, held);
       log(
         `meshrelay: heap with ${n} agents held vs idle\n` +
@@ -519,6 +520,18 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
     const stormLat = latencies(concat(storm, "times"), tKill);
     const reconnLat = latencies(concat(storm, "connected"), tKill);
     const statsD = await all(gens, { cmd: "stats" });
+    // As for the first RSS figure: a few seconds for the storm's garbage, then the memory split.
+    await sleep(3000);
+    const memAfterStorm = await memorySplit(mport);
+    log(`meshrelay: memory after the restart with ${n} agents back: ${mibs(memAfterStorm)}`);
+    if (inspect && heldHeap) {
+      // The restarted server (same --inspect address) against the first one with the same agents.
+      const back = await snapshot(inspect, `${o.heapSnapshot}-${n}-after-restart.heapsnapshot`);
+      log(
+        `meshrelay: heap after the restart vs held before it\n` +
+          formatHeapSummary(diffHeapSummaries(heldHeap, back), { top: 30, perUnit: { n, unit: "agent" } }),
+      );
+    }
     Object.assign(result, {
       stormRestartMs: Math.round(restartMs),
       stormAgentsConverged: stormLat.values.length,
@@ -533,6 +546,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
       stormDiscoveryBytes: statsD.reduce((s, x) => s + x.discoveryBytesSent, 0) - discC,
       stormConnected: await metric(mport, "relay_push_clients_connected"),
       rssAfterStormBytes: rssOf(server.proc!.pid),
+      memoryAfterStorm: memAfterStorm,
       loadgenRssBytes: statsD.reduce((s, x) => s + x.rssBytes, 0),
       loadgenProcesses: gens.length,
       agentLogs: statsD.map((x) => x.logs),
