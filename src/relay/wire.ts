@@ -279,7 +279,7 @@ export function chunkDiff(
 function chunkHeld(held: HeldVersion[], maxBytes: number, extraBytes: number): HeldVersion[][] {
   const groups = chunkBySize(held, maxBytes, heldWireSize, {
     baseBytes: ENVELOPE_BYTES + extraBytes,
-    fillBytes: Math.max(SYNC_FILL_BYTES, ENVELOPE_BYTES + extraBytes + 256),
+    fillBytes: SYNC_FILL_BYTES,
     describe: (h) => `held version of ${JSON.stringify(h.key.slice(0, 200))}`,
   });
   if (groups.length === 0) groups.push([]);

@@ -137,7 +137,7 @@ Deno.test("helloMessages/welcomeMessages chunk held versions below the limit", a
     { name: "empty set: one message", held: new Map<string, string>(), max: 1024, want: 1 },
     { name: "small set: one message", held: new Map([["a", "1"]]), max: 1024, want: 1 },
     { name: "large set, limit below the fill target: several, filled to the limit", held, max: 512 },
-    // As many messages as a limit of SYNC_FILL_BYTES would give, not the one a 4 MiB limit allows.
+    // Filled to SYNC_FILL_BYTES, not to the 4 MiB a single message could hold.
     { name: "large set, 4 MiB limit: several, filled to SYNC_FILL_BYTES", held, max: 4 * 2 ** 20 },
   ];
   for (const c of cases) {
@@ -145,11 +145,31 @@ Deno.test("helloMessages/welcomeMessages chunk held versions below the limit", a
       const hello = helloMessages("0.1.0", c.held, c.max);
       const welcome = welcomeMessages("cluster-1", c.held, c.max);
       const bound = Math.min(c.max, SYNC_FILL_BYTES);
-      assertEquals(hello.length, c.want ?? helloMessages("0.1.0", c.held, bound).length);
-      assertEquals(welcome.length, c.want ?? welcomeMessages("cluster-1", c.held, bound).length);
-      assert(c.want === 1 || (hello.length > 1 && welcome.length > 1));
-      for (const m of hello) assert(AgentMessageCodec.encode(m).finish().length <= bound);
-      for (const m of welcome) assert(ServerMessageCodec.encode(m).finish().length <= bound);
+      if (c.want !== undefined) {
+        assertEquals([hello.length, welcome.length], [c.want, c.want]);
+      } else {
+        assert(hello.length > 1 && welcome.length > 1);
+      }
+      const size = {
+        hello: (m: (typeof hello)[number]) => AgentMessageCodec.encode(m).finish().length,
+        welcome: (m: (typeof welcome)[number]) => ServerMessageCodec.encode(m).finish().length,
+      };
+      for (const m of hello) assert(size.hello(m) <= bound);
+      for (const m of welcome) assert(size.welcome(m) <= bound);
+      // Filled, not merely under the bound: the next message's first entry would not have fitted. wire.ts
+      // reckons each message's envelope at a generous 32 bytes, so "fitted" allows for that much.
+      const envelope = 32;
+      hello.slice(0, -1).forEach((m, i) => {
+        const more = {
+          hello: { ...m.hello!, applied: [...m.hello!.applied, hello[i + 1].hello!.applied[0]] },
+        };
+        assert(size.hello(more) + envelope > bound, `hello ${i} could have taken one more entry`);
+      });
+      welcome.slice(0, -1).forEach((m, i) => {
+        const w = m.welcome!;
+        const more = { welcome: { ...w, inventory: [...w.inventory, welcome[i + 1].welcome!.inventory[0]] } };
+        assert(size.welcome(more) + envelope > bound, `welcome ${i} could have taken one more entry`);
+      });
       const ha = new HeldAssembler("hello", 10_000);
       const wa = new HeldAssembler("welcome", 10_000);
       let h, w;

@@ -13,16 +13,18 @@ export interface ChunkOptions<T> {
   describe?: (item: T, index: number) => string;
   /**
    * Stop filling a chunk once the next item would take it past this many bytes (base included), even
-   * though `maxBytes` would allow more. An item larger than this alone still travels, alone, up to
-   * `maxBytes`. Default `maxBytes`: fill as far as the limit goes.
+   * though `maxBytes` would allow more. An item larger than this still travels, alone, up to `maxBytes`
+   * (so a target at or below `baseBytes` means one item per chunk). Default `maxBytes`: fill as far as
+   * the limit goes.
    */
   fillBytes?: number;
 }
 
 /**
  * Groups `items`, in order, into chunks whose `baseBytes + Σ sizeOf(item)` never exceeds `maxBytes`,
- * filling each chunk as far as it goes (or, with `fillBytes`, as far as that). No items → no chunks. An item that cannot fit even alone is
- * a ResourceExhaustedError naming it: better to refuse clearly than to send a message the peer drops.
+ * filling each chunk as far as it goes (or, with `fillBytes`, as far as that). No items → no chunks. An
+ * item that cannot fit even alone is a ResourceExhaustedError naming it: better to refuse clearly than to
+ * send a message the peer drops.
  */
 export function chunkBySize<T>(
   items: readonly T[],
@@ -35,7 +37,6 @@ export function chunkBySize<T>(
     throw new RangeError(`chunk limit ${maxBytes} must exceed the per-chunk overhead ${base}`);
   }
   const fill = Math.min(opts.fillBytes ?? maxBytes, maxBytes);
-  if (!(fill > base)) throw new RangeError(`fill target ${fill} must exceed the per-chunk overhead ${base}`);
   const chunks: T[][] = [];
   let cur: T[] = [];
   let used = base;
