@@ -57,10 +57,15 @@ export type Identify = (
   call: grpc.ServerDuplexStream<any, any> | grpc.ServerUnaryCall<any, any> | IdentifiableCall,
 ) => Promise<PeerIdentity>;
 
+/** Whether the TLS handshake verified a client certificate (grpc-js exposes no other). */
+export function hasVerifiedCertificate(call: IdentifiableCall): boolean {
+  return (call.getAuthContext()?.sslPeerCertificate?.raw?.length ?? 0) > 0;
+}
+
 /** The client certificate the TLS handshake verified, if any. */
 export function peerCertificate(call: IdentifiableCall): X509Certificate | undefined {
-  const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
-  if (!raw || raw.length === 0) return undefined;
+  if (!hasVerifiedCertificate(call)) return undefined;
+  const raw = call.getAuthContext().sslPeerCertificate!.raw;
   // The pki face takes PEM; the handshake gives DER.
   const b64 = Buffer.from(raw).toString("base64").replace(/(.{64})/g, "$1\n");
   return parseCertificates(
@@ -108,11 +113,22 @@ export async function identityOfCertificate(
     notAfter: leaf.notAfter,
     via: "certificate",
   };
-  deps.revocations?.check({ serial: id.serial!, cluster, notBefore: leaf.notBefore });
-  if (!deps.isRegistered(cluster)) {
-    throw new PermissionDeniedError(`cluster "${cluster}" is not registered`);
-  }
+  checkStanding({ cluster, serial: id.serial!, notBefore: leaf.notBefore }, deps);
   return id;
+}
+
+/**
+ * What every certificate identity must pass once its cluster is known: not revoked, cluster registered.
+ * Throws PermissionDeniedError otherwise.
+ */
+export function checkStanding(
+  cert: { cluster: string; serial: string; notBefore: Date },
+  deps: Pick<CertificateIdentityDeps, "isRegistered" | "revocations">,
+): void {
+  deps.revocations?.check(cert);
+  if (!deps.isRegistered(cert.cluster)) {
+    throw new PermissionDeniedError(`cluster "${cert.cluster}" is not registered`);
+  }
 }
 
 /** mTLS: identity from the verified client certificate only. */

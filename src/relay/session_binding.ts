@@ -16,13 +16,17 @@
  * for a certificate. Only the hash of a binding is kept, so the table leaks nothing usable.
  * @module
  */
-import { createHash } from "node:crypto";
 import type { Clock } from "../clock.ts";
-import { AuthenticationError, PermissionDeniedError } from "../errors.ts";
+import { AuthenticationError } from "../errors.ts";
 import type { Counter, MetricsRegistry } from "./metrics.ts";
-import type { Identify, PeerIdentity } from "./peer_identity.ts";
-import type { RevocationList } from "./revocation.ts";
-import { cryptoRandomBytes, type RandomBytes } from "./tokens.ts";
+import {
+  type CertificateIdentityDeps,
+  checkStanding,
+  hasVerifiedCertificate,
+  type Identify,
+  type PeerIdentity,
+} from "./peer_identity.ts";
+import { cryptoRandomBytes, generateSharedToken, type RandomBytes, tokenHash } from "./tokens.ts";
 
 /** Metadata key that carries a session binding on a Sync call. */
 export const SESSION_BINDING_METADATA = "x-meshrelay-session-binding";
@@ -55,10 +59,6 @@ export interface SessionBindingOptions {
 interface Entry extends BoundCertificate {
   peer: string;
   expiresAt: number;
-}
-
-function digest(binding: string): string {
-  return createHash("sha256").update(binding).digest("hex");
 }
 
 /** The server's table of bindings issued by Bootstrap and not yet redeemed. */
@@ -94,9 +94,9 @@ export class SessionBindings {
     while (this.#entries.size >= this.#o.maxEntries) {
       this.#entries.delete(this.#entries.keys().next().value!);
     }
-    const binding = btoa(String.fromCharCode(...this.#o.random(32)))
-      .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-    this.#entries.set(digest(binding), { ...cert, peer, expiresAt: now + this.#o.ttlMs });
+    // The same form as a generated relay token: 256 random bits, base64url; only its hash is kept.
+    const binding = generateSharedToken(this.#o.random);
+    this.#entries.set(tokenHash(binding), { ...cert, peer, expiresAt: now + this.#o.ttlMs });
     this.#counter?.inc({ result: "issued" });
     return binding;
   }
@@ -118,7 +118,7 @@ export class SessionBindings {
   }
 
   #redeem(binding: string, peer: string): BoundCertificate {
-    const key = digest(binding);
+    const key = tokenHash(binding);
     const e = this.#entries.get(key);
     if (!e) throw new AuthenticationError("unknown or already used session binding");
     this.#entries.delete(key);
@@ -143,10 +143,8 @@ export class SessionBindings {
 }
 
 /** What {@linkcode identifyWithBinding} checks besides the binding itself. */
-export interface BindingIdentityDeps {
+export interface BindingIdentityDeps extends Pick<CertificateIdentityDeps, "isRegistered" | "revocations"> {
   bindings: SessionBindings;
-  isRegistered: (cluster: string) => boolean;
-  revocations?: RevocationList;
 }
 
 /**
@@ -157,15 +155,10 @@ export interface BindingIdentityDeps {
 export function identifyWithBinding(deps: BindingIdentityDeps, byCertificate: Identify): Identify {
   return (call) => {
     const raw = call.metadata?.get(SESSION_BINDING_METADATA)?.[0];
-    // A certificate the handshake verified (grpc-js exposes no other) is the caller's proof.
-    const verified = (call.getAuthContext()?.sslPeerCertificate?.raw?.length ?? 0) > 0;
-    if (verified || raw === undefined) return byCertificate(call);
+    if (hasVerifiedCertificate(call) || raw === undefined) return byCertificate(call);
     try {
       const c = deps.bindings.redeem(String(raw), call.getPeer());
-      deps.revocations?.check({ serial: c.serial, cluster: c.cluster, notBefore: c.notBefore });
-      if (!deps.isRegistered(c.cluster)) {
-        throw new PermissionDeniedError(`cluster "${c.cluster}" is not registered`);
-      }
+      checkStanding(c, deps);
       const id: PeerIdentity = { ...c, via: "binding" };
       return Promise.resolve(id);
     } catch (e) {
