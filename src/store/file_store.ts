@@ -132,7 +132,7 @@ export class FileSecretStore implements SecretStore {
     try {
       for await (const e of Deno.readDir(this.root)) {
         if (e.name.startsWith(".")) continue;
-        if (e.isDirectory || (e.isSymlink && await isDirectoryBehind(`${this.root}/${e.name}`))) {
+        if (e.isDirectory || (e.isSymlink && (await followed(`${this.root}/${e.name}`))?.isDirectory)) {
           names.push(e.name);
         }
       }
@@ -149,7 +149,8 @@ export class FileSecretStore implements SecretStore {
     try {
       for await (const e of Deno.readDir(dir)) {
         if (
-          e.name.startsWith(".") || !(e.isFile || (e.isSymlink && await isFileBehind(`${dir}/${e.name}`)))
+          e.name.startsWith(".") ||
+          !(e.isFile || (e.isSymlink && (await followed(`${dir}/${e.name}`))?.isFile))
         ) {
           continue;
         }
@@ -241,12 +242,8 @@ export class FileSecretStore implements SecretStore {
  * (`tls.crt -> ..data/tls.crt`, `..data -> ..2026_01_01_…`), and a projected volume may link whole
  * secret folders: both are followed. A dangling link is no key.
  */
-async function isFileBehind(path: string): Promise<boolean> {
-  return (await Deno.stat(path).catch(() => undefined))?.isFile ?? false;
-}
-
-async function isDirectoryBehind(path: string): Promise<boolean> {
-  return (await Deno.stat(path).catch(() => undefined))?.isDirectory ?? false;
+function followed(path: string): Promise<Deno.FileInfo | undefined> {
+  return Deno.stat(path).catch(() => undefined);
 }
 
 /** Hash of sorted keys and values: the file store's version. */
