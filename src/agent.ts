@@ -6,7 +6,7 @@
  */
 import { Command, Option } from "commander";
 import { type Clock, systemClock } from "./clock.ts";
-import { collect, parseDuration, parsePositiveInt, parseRatio } from "./cli_flags.ts";
+import { collect, parseDuration, parseRatio } from "./cli_flags.ts";
 import { kubeNamespace, loadKubeClient, validateNamespace } from "./cli_kube.ts";
 import { InvalidInputError } from "./errors.ts";
 import {
@@ -26,6 +26,7 @@ import {
   checkDirOrAbsent,
   logLevelOf,
   logLevelOption,
+  maxMessageBytesOption,
   metricsOptions,
   processMetricsRegistry,
   securityModeOf,
@@ -361,14 +362,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       new Option("--identity-poll-interval <duration>", "how often the client certificate secret is re-read")
         .argParser(parseDuration).default(60_000, "60s"),
     )
-    .addOption(
-      new Option(
-        "--max-message-bytes <n>",
-        "largest gRPC message; larger sets are chunked (default 4194304: 4 MiB, gRPC's own)",
-      ).argParser(
-        parsePositiveInt,
-      ),
-    )
+    .addOption(maxMessageBytesOption())
     .addOption(metricsOptions()[0])
     .addOption(metricsOptions()[1])
     .addOption(metricsOptions()[2])

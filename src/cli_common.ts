@@ -5,10 +5,10 @@
  * @module
  */
 import { type Command, Option } from "commander";
-import { parsePort } from "./cli_flags.ts";
+import { parsePort, parsePositiveInt } from "./cli_flags.ts";
 import { InvalidInputError } from "./errors.ts";
 import { type LogLevel, parseLogLevel } from "./log.ts";
-import { MetricsRegistry, type SecurityMode } from "./relay/mod.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, MetricsRegistry, type SecurityMode } from "./relay/mod.ts";
 import { registerProcessMetrics } from "./process_metrics.ts";
 
 const enc = new TextEncoder();
@@ -42,6 +42,14 @@ export async function checkDir(path: string, flag: string): Promise<void> {
 export async function checkDirOrAbsent(path: string, flag: string): Promise<void> {
   const st = await Deno.stat(path).catch(() => undefined);
   if (st && !st.isDirectory) throw new InvalidInputError(`${flag}: ${path} exists and is not a directory`);
+}
+
+/** `--max-message-bytes`, for server and agent alike (the seeds' `maxGrpcMessageSize`). */
+export function maxMessageBytesOption(): Option {
+  return new Option(
+    "--max-message-bytes <n>",
+    "largest gRPC message (maxGrpcMessageSize); larger sets are chunked",
+  ).argParser(parsePositiveInt).default(DEFAULT_MAX_MESSAGE_BYTES, "4194304 (4 MiB, gRPC's own)");
 }
 
 /** `--tls-mode` and `--insecure` (read together with {@linkcode securityModeOf}). */

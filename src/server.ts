@@ -18,6 +18,7 @@ import {
   checkDirOrAbsent,
   logLevelOf,
   logLevelOption,
+  maxMessageBytesOption,
   metricsOptions,
   processMetricsRegistry,
   securityModeOf,
@@ -361,13 +362,7 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         .argParser(parseDuration).default(DEFAULT_CONNECTION_LIMITS.idleTimeoutMs, "5m"),
     )
     .option("--no-connection-idle-timeout", "never close idle connections")
-    .addOption(
-      new Option(
-        "--max-message-bytes <n>",
-        "largest gRPC message (maxGrpcMessageSize); larger sets are chunked (default 4194304: 4 MiB, gRPC's own)",
-      )
-        .argParser(parsePositiveInt),
-    )
+    .addOption(maxMessageBytesOption())
     .addOption(
       new Option(
         "--warmup <duration>",
