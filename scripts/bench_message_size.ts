@@ -16,7 +16,8 @@
  */
 import { Command } from "commander";
 import { Driven } from "../bench/command_loop.ts";
-import { freePort, rssOf } from "../bench/proc.ts";
+import { rssOf } from "../bench/proc.ts";
+import { type BaselineTls, startBaselineServer, writeBaselineTls } from "../bench/baseline_driver.ts";
 import { FileSecretStore } from "../src/store/mod.ts";
 import { makeTestPki } from "../src/relay/testing_pki.ts";
 import { SYNC_FILL_BYTES } from "../src/relay/wire.ts";
@@ -24,7 +25,6 @@ import { RUNTIME_V8_FLAGS } from "./v8_flags.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const dec = new TextDecoder();
 
 /** One way of carrying `total` bytes: `count` messages of `bytes`, server to client or client to server. */
 export interface Variant {
@@ -48,31 +48,12 @@ export function variants(total: number): Variant[] {
   return (["out", "in"] as const).flatMap((d) => sizes.map((b) => split(d, b)));
 }
 
-interface Files {
-  rootPem: string;
-  clientChain: string;
-  clientKey: string;
-  certFile: string;
-  keyFile: string;
-  caFile: string;
-}
-
-async function measure(v: Variant, n: number, f: Files, tmp: string): Promise<number[]> {
-  const port = freePort();
-  const srv = new Driven("baseline", [
-    "run",
-    "-A",
-    `--v8-flags=${RUNTIME_V8_FLAGS.join(",")}`,
-    "bench/baseline_server.ts",
-    "--port",
-    String(port),
-    "--cert",
-    f.certFile,
-    "--key",
-    f.keyFile,
-    "--ca",
-    f.caFile,
-  ], { cwd: ROOT, stderrFile: `${tmp}/baseline.log` });
+async function measure(v: Variant, n: number, f: BaselineTls, tmp: string): Promise<number[]> {
+  const { srv, port } = startBaselineServer({
+    tls: f,
+    stderrFile: `${tmp}/baseline.log`,
+    v8Flags: RUNTIME_V8_FLAGS.join(","),
+  });
   const gen = new Driven("loadgen", ["run", "-A", "bench/relay_loadgen.ts"], {
     cwd: ROOT,
     stderrFile: `${tmp}/loadgen.log`,
@@ -126,23 +107,7 @@ if (import.meta.main) {
   const tmp = await Deno.makeTempDir({ prefix: "mr-bench-msgsize-" });
   try {
     const pki = await makeTestPki(new Date(), new FileSecretStore(`${tmp}/secrets`));
-    const client = await pki.client("baseline-client");
-    const secret = async (name: string, key: string) =>
-      dec.decode((await pki.store.get(name))!.data[key]).trim();
-    const f: Files = {
-      rootPem: pki.rootPem,
-      clientChain: client.chainPem,
-      clientKey: client.keyPem,
-      certFile: `${tmp}/server.crt`,
-      keyFile: `${tmp}/server.key`,
-      caFile: `${tmp}/ca.crt`,
-    };
-    await Deno.writeTextFile(f.certFile, await secret("relay-server-tls-secret", "tls.crt"));
-    await Deno.writeTextFile(f.keyFile, await secret("relay-server-tls-secret", "tls.key"));
-    await Deno.writeTextFile(
-      f.caFile,
-      pki.rootPem + "\n" + await secret("relay-tls-signing-secret", "tls.crt"),
-    );
+    const f = await writeBaselineTls(pki, tmp);
     console.error(
       `bench:message-size: ${n} connections, ${total} bytes per stream, Deno ${Deno.version.deno}`,
     );

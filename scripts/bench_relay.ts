@@ -22,6 +22,7 @@ import { FileSecretStore } from "../src/store/mod.ts";
 import { makeTestPki } from "../src/relay/testing_pki.ts";
 import { FANOUT_CONFIGMAP } from "../bench/relay_loadgen.ts";
 import { Driven } from "../bench/command_loop.ts";
+import { type BaselineTls, startBaselineServer, writeBaselineTls } from "../bench/baseline_driver.ts";
 import { freePort, rssOf } from "../bench/proc.ts";
 import { RUNTIME_V8_FLAGS } from "./v8_flags.ts";
 import {
@@ -174,25 +175,15 @@ function log(msg: string): void {
 // deno-lint-ignore no-explicit-any
 type Json = Record<string, any>;
 
-async function runBaseline(n: number, o: Options, tmp: string, pem: Json): Promise<Json> {
-  const port = freePort();
+async function runBaseline(n: number, o: Options, tmp: string, pem: BaselineTls): Promise<Json> {
   const inspect = o.heapSnapshot ? `127.0.0.1:${freePort()}` : undefined;
-  const srv = new Driven("baseline", [
-    "run",
-    "-A",
-    ...(inspect ? [`--inspect=${inspect}`] : []),
-    // The same flags as the meshrelay server: the ratio is meshrelay's cost, not the flags'.
-    ...(o.serverV8Flags ? [`--v8-flags=${o.serverV8Flags}`] : []),
-    "bench/baseline_server.ts",
-    "--port",
-    String(port),
-    "--cert",
-    pem.certFile,
-    "--key",
-    pem.keyFile,
-    "--ca",
-    pem.caFile,
-  ], { cwd: ROOT, stderrFile: `${tmp}/baseline.log` });
+  // The same flags as the meshrelay server: the ratio is meshrelay's cost, not the flags'.
+  const { srv, port } = startBaselineServer({
+    tls: pem,
+    stderrFile: `${tmp}/baseline.log`,
+    v8Flags: o.serverV8Flags,
+    inspect,
+  });
   await srv.ready();
   await sleep(1000);
   const rss0 = rssOf(srv.proc.pid);
@@ -567,24 +558,8 @@ async function runN(n: number, o: Options): Promise<Json> {
   log(`N=${n}: work dir ${tmp}`);
   try {
     const pki = await makeTestPki(new Date(), new FileSecretStore(`${tmp}/secrets`));
-    const client = await pki.client("baseline-client");
-    const secret = async (name: string, key: string) =>
-      dec.decode((await pki.store.get(name))!.data[key]).trim();
-    const pem = {
-      rootPem: pki.rootPem,
-      clientChain: client.chainPem,
-      clientKey: client.keyPem,
-      certFile: `${tmp}/baseline-server.crt`,
-      keyFile: `${tmp}/baseline-server.key`,
-      caFile: `${tmp}/baseline-ca.crt`,
-    };
-    await Deno.writeTextFile(pem.certFile, await secret("relay-server-tls-secret", "tls.crt"));
-    await Deno.writeTextFile(pem.keyFile, await secret("relay-server-tls-secret", "tls.key"));
-    await Deno.writeTextFile(
-      pem.caFile,
-      pki.rootPem + "\n" + await secret("relay-tls-signing-secret", "tls.crt"),
-    );
-    const token = await secret("relay-identity-token-secret", "token");
+    const pem = await writeBaselineTls(pki, tmp);
+    const token = dec.decode((await pki.store.get("relay-identity-token-secret"))!.data.token).trim();
     log(`N=${n}: baseline phase`);
     const baseline = await runBaseline(n, o, tmp, pem);
     await sleep(2000);
