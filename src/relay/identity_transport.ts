@@ -99,12 +99,12 @@ export interface BoundChannel {
   channel: ReturnType<grpc.Client["getChannel"]>;
   /** For the `x-meshrelay-session-binding` metadata of the first Sync call. */
   binding: string;
-  /** Serial of the certificate the binding stands for, lower-case hex. */
-  serial: string;
 }
 
 interface KeptChannel {
   key: string;
+  /** The trust anchors this channel verifies the server with. */
+  rootCaPem: string;
   client: IdentityClient;
   calls: number;
   /** False once a call on it ended in a way that is not worth keeping it for. */
@@ -158,6 +158,7 @@ export function grpcIdentityTransport(
     });
     kept = {
       key,
+      rootCaPem,
       client: new IdentityClient(ch.target, ch.credentials, ch.options),
       calls: 1,
       reusable: true,
@@ -172,18 +173,20 @@ export function grpcIdentityTransport(
       deadline: Date,
       cb: (e: grpc.ServiceError | null, r: Res) => void,
     ) => grpc.ClientUnaryCall,
-    req: Req,
+    /** The request, or how to make it from the trust anchors the call's channel verifies the server with. */
+    req: Req | ((rootCaPem: string) => Req),
     signal?: AbortSignal,
     /** After a success: true when the caller takes `ch` over (it is then neither kept nor closed here). */
     handOff?: (ch: KeptChannel, res: Res) => boolean,
   ): Promise<Res> => {
     const ch = await acquire(client);
+    const request = typeof req === "function" ? (req as (rootCaPem: string) => Req)(ch.rootCaPem) : req;
     let keep = false;
     let handedOff = false;
     try {
       const res = await new Promise<Res>((resolve, reject) => {
         const deadline = new Date(Date.now() + (opts.deadlineMs ?? IDENTITY_CALL_DEADLINE_MS));
-        const pending = fn(ch.client, req, deadline, (e, r) => {
+        const pending = fn(ch.client, request, deadline, (e, r) => {
           signal?.removeEventListener("abort", onAbort);
           if (e) {
             keep = e.code !== undefined && KEEP_CHANNEL_AFTER.has(e.code);
@@ -224,16 +227,19 @@ export function grpcIdentityTransport(
       if (bound.serial !== serial) return void dropBound();
       const b = bound;
       bound = undefined;
-      return { channel: b.client.getChannel(), binding: b.binding, serial: b.serial };
+      return { channel: b.client.getChannel(), binding: b.binding };
     },
     bootstrap: async (req: BootstrapRequest, signal?: AbortSignal) => {
       let taken: KeptChannel | undefined;
-      // Name the anchors this call verifies the server with; if they are the server's, it leaves them out.
-      const known = await opts.rootCaPem();
+      let known = "";
       const res = await call<BootstrapRequest, CertificateResponse>(
         undefined,
         (c, r, deadline, cb) => c.bootstrap(r, new grpc.Metadata(), { deadline }, cb),
-        { ...req, knownCaSha256: caFingerprint(known) },
+        // Name the anchors this call verifies the server with; if they are the server's, it leaves them out.
+        (rootCaPem) => {
+          known = rootCaPem;
+          return { ...req, knownCaSha256: caFingerprint(rootCaPem) };
+        },
         signal,
         (ch, r) => {
           if (!r.sessionBinding || ch.calls !== 1) return false;
