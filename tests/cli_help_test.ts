@@ -3,33 +3,7 @@
  * prints read as what a user would type (durations as `1h`, not the milliseconds the code keeps).
  */
 import { assert, assertEquals } from "../src/testing/assert.ts";
-
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
-
-async function help(words: string[]): Promise<string> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MOD, ...words, "--help"],
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assertEquals(out.code, 0, `${words.join(" ")} --help exited ${out.code}`);
-  return text;
-}
-
-/** Subcommand names listed under "Commands:" (commander's layout), without commander's own `help`. */
-function subcommands(text: string): string[] {
-  const i = text.indexOf("\nCommands:\n");
-  if (i < 0) return [];
-  const names: string[] = [];
-  for (const line of text.slice(i + 11).split("\n")) {
-    if (line.trim() === "") break;
-    const m = /^ {2}([a-z][a-z-]*)\b/.exec(line);
-    if (m && m[1] !== "help") names.push(m[1]);
-  }
-  return names;
-}
+import { helpText, subcommandsOf } from "./support/help.ts";
 
 /** Each option with its wrapped description joined into one line. */
 export function optionBlocks(text: string): string[] {
@@ -48,9 +22,9 @@ Deno.test("every --help exits 0 and prints readable defaults", async (t) => {
   while (queue.length) {
     const words = queue.shift()!;
     await t.step(words.join(" "), async () => {
-      const text = await help(words);
+      const text = await helpText(words);
       seen.push(words.join(" "));
-      for (const sub of subcommands(text)) queue.push([...words, sub]);
+      for (const sub of subcommandsOf(text)) queue.push([...words, sub]);
       for (const block of optionBlocks(text)) {
         assert(!/default: (undefined|NaN|\[object)/.test(block), `${words.join(" ")}: ${block}`);
         if (block.includes("<duration>")) {

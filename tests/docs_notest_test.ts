@@ -6,6 +6,7 @@
  * exists.
  */
 import { assert, assertEquals } from "../src/testing/assert.ts";
+import { helpText, subcommandsOf } from "./support/help.ts";
 
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const FILES_DIRS = ["docs", "deploy"];
@@ -46,35 +47,6 @@ export function commands(body: string): string[][] {
   return out;
 }
 
-const helpCache = new Map<string, string>();
-async function help(path: string[]): Promise<string> {
-  const id = path.join(" ");
-  const cached = helpCache.get(id);
-  if (cached !== undefined) return cached;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--quiet", "-A", `${REPO}/mod.ts`, ...path, "--help"],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assertEquals(out.code, 0, `meshrelay ${id} --help failed:\n${text}`);
-  helpCache.set(id, text);
-  return text;
-}
-
-/** The subcommands a help text lists under `Commands:` (the top level calls them `Modes:`). */
-function subcommandsOf(helpText: string): Set<string> {
-  const m = /\n(?:Commands|Modes):\n([\s\S]*?)(\n\S|$)/.exec(helpText);
-  const names = new Set<string>();
-  for (const l of (m?.[1] ?? "").split("\n")) {
-    const w = /^\s{2}([a-z][a-z0-9-]*)/.exec(l);
-    if (w) names.add(w[1]);
-  }
-  return names;
-}
-
 /** What is wrong with one command of a block, as messages (empty: nothing). */
 export async function problems(words: string[], tasks: Set<string>): Promise<string[]> {
   const found: string[] = [];
@@ -90,11 +62,11 @@ export async function problems(words: string[], tasks: Set<string>): Promise<str
   }
   if (words[0] === "meshrelay" || words[0] === "./dist/meshrelay") {
     const path: string[] = [];
-    let text = await help(path);
+    let text = await helpText(path);
     for (const w of words.slice(1)) {
-      if (w.startsWith("-") || !subcommandsOf(text).has(w)) break;
+      if (w.startsWith("-") || !subcommandsOf(text).includes(w)) break;
       path.push(w);
-      text = await help(path);
+      text = await helpText(path);
     }
     for (const w of words.slice(1 + path.length)) {
       const flag = /^(--[a-z][a-z0-9-]*)/.exec(w)?.[1];
