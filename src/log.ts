@@ -38,27 +38,63 @@ export function parseLogLevel(s: string): LogLevel {
   throw new Error(`unknown log level "${s}" (expected debug, info, warn or error)`);
 }
 
-/** A logger that writes one JSON object per line. */
-export function jsonLogger(opts: JsonLoggerOptions = {}): Logger {
-  const min = RANK[opts.level ?? "info"];
-  const write = opts.write ?? ((line: string) => Deno.stderr.writeSync(encoder.encode(line + "\n")));
-  const now = opts.now ?? (() => new Date());
-  const base = opts.fields ?? {};
-  const emit = (level: LogLevel, msg: string, fields?: LogFields) => {
-    if (RANK[level] < min) return;
-    const rec: LogFields = { ts: now().toISOString(), level, msg, ...base };
+/** Where a logger's lines go, shared by it and all its children. */
+interface Sink {
+  min: number;
+  write: (line: string) => void;
+  now: () => Date;
+}
+
+/**
+ * Methods live on the prototype and the sink is shared, so a child costs one object and its fields:
+ * a server makes a child per Sync stream, thousands of them held for as long as the agents stay.
+ */
+class JsonLogger implements Logger {
+  readonly #sink: Sink;
+  readonly #fields: LogFields;
+
+  constructor(sink: Sink, fields: LogFields) {
+    this.#sink = sink;
+    this.#fields = fields;
+  }
+
+  debug(msg: string, fields?: LogFields): void {
+    this.#emit("debug", msg, fields);
+  }
+
+  info(msg: string, fields?: LogFields): void {
+    this.#emit("info", msg, fields);
+  }
+
+  warn(msg: string, fields?: LogFields): void {
+    this.#emit("warn", msg, fields);
+  }
+
+  error(msg: string, fields?: LogFields): void {
+    this.#emit("error", msg, fields);
+  }
+
+  child(fields: LogFields): Logger {
+    return new JsonLogger(this.#sink, { ...this.#fields, ...fields });
+  }
+
+  #emit(level: LogLevel, msg: string, fields?: LogFields): void {
+    if (RANK[level] < this.#sink.min) return;
+    const rec: LogFields = { ts: this.#sink.now().toISOString(), level, msg, ...this.#fields };
     for (const [k, v] of Object.entries(fields ?? {})) {
       rec[k] = v instanceof Error ? v.message : v;
     }
-    write(JSON.stringify(rec, (_k, v) => typeof v === "bigint" ? v.toString() : v));
-  };
-  return {
-    debug: (m, f) => emit("debug", m, f),
-    info: (m, f) => emit("info", m, f),
-    warn: (m, f) => emit("warn", m, f),
-    error: (m, f) => emit("error", m, f),
-    child: (fields) => jsonLogger({ ...opts, fields: { ...base, ...fields } }),
-  };
+    this.#sink.write(JSON.stringify(rec, (_k, v) => typeof v === "bigint" ? v.toString() : v));
+  }
+}
+
+/** A logger that writes one JSON object per line. */
+export function jsonLogger(opts: JsonLoggerOptions = {}): Logger {
+  return new JsonLogger({
+    min: RANK[opts.level ?? "info"],
+    write: opts.write ?? ((line: string) => Deno.stderr.writeSync(encoder.encode(line + "\n"))),
+    now: opts.now ?? (() => new Date()),
+  }, { ...opts.fields });
 }
 
 /** A logger that drops everything (tests). */

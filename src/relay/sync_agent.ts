@@ -239,14 +239,13 @@ export class SyncAgent {
         end.nextDelayMs = delay;
         this.#stats.lastCode = end.code;
         this.#stats.lastMessage = end.message;
-        (end.code === GrpcStatus.PERMISSION_DENIED || end.code === GrpcStatus.UNAUTHENTICATED
-          ? this.#log.error
-          : this.#log.warn)("sync session ended; retrying", {
-            code: end.code,
-            message: end.message,
-            synced: end.synced,
-            retryInMs: delay,
-          });
+        const refused = end.code === GrpcStatus.PERMISSION_DENIED || end.code === GrpcStatus.UNAUTHENTICATED;
+        this.#log[refused ? "error" : "warn"]("sync session ended; retrying", {
+          code: end.code,
+          message: end.message,
+          synced: end.synced,
+          retryInMs: delay,
+        });
         try {
           this.#o.onSessionEnd?.(end);
         } catch (e) {
