@@ -4,7 +4,7 @@
  * @module
  */
 import { contentHash } from "./canonical.ts";
-import { type DesiredConflict, DesiredStatePlan } from "./desired_state.ts";
+import { type DesiredConflict, DesiredStatePlan, readsDiscoveredContent } from "./desired_state.ts";
 import type { InventoryView, VersionedObject } from "./inventory.ts";
 import type { ClusterInfo, KubeObject, ObjectKey } from "./types.ts";
 
@@ -15,12 +15,15 @@ export interface ClusterDesiredState {
   generation: number;
   /** Hash over every key and version: equal digests mean equal desired state. */
   digest: string;
-  /** Sorted by key. */
+  /** Sorted by key. Shared with every cluster of equal content: never modify. */
   objects: KubeObject[];
-  /** key → {object, version}: the "want" side of {@linkcode diffByVersion}. */
+  /** key → {object, version}: the "want" side of {@linkcode diffByVersion}. Shared like `objects`. */
   items: Map<ObjectKey, VersionedObject>;
   conflicts: DesiredConflict[];
 }
+
+/** What clusters with equal desired content share. */
+type SharedContent = Pick<ClusterDesiredState, "digest" | "objects" | "items">;
 
 /** Result of {@linkcode DesiredStateTracker.update}. */
 export interface DesiredStateUpdate {
@@ -60,22 +63,37 @@ export class DesiredStateTracker {
     const plan = new DesiredStatePlan(configs, inventories);
     const changed: ClusterDesiredState[] = [];
     const seen = new Set<string>();
+    // Clusters that one ClusterConfig targets alike want equal content: they share one object list
+    // and one items map (read-only), instead of a copy each per cluster held for the server's life.
+    const contents = new Map<string, SharedContent>();
+    for (const st of this.#states.values()) contents.set(st.digest, st);
     for (const c of [...clusters].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)) {
       if (seen.has(c.name)) continue;
       seen.add(c.name);
       const { objects, conflicts } = plan.for(c);
-      const items = new Map<ObjectKey, VersionedObject>();
-      for (const o of objects) items.set(plan.keyOf(o), { object: o, version: plan.versionOf(o) });
-      const digest = contentHash([...items].map(([k, v]) => [k, v.version]));
+      const digest = contentHash(objects.map((o) => [plan.keyOf(o), plan.versionOf(o)]));
       const prev = this.#states.get(c.name);
       if (prev && prev.digest === digest) {
         prev.conflicts = conflicts;
         continue;
       }
+      let content = contents.get(digest);
+      if (!content) {
+        const items = new Map<ObjectKey, VersionedObject>();
+        for (const o of objects) items.set(plan.keyOf(o), { object: o, version: plan.versionOf(o) });
+        contents.set(digest, content = { digest, objects, items });
+      }
       const last = this.#lastGeneration.get(c.name);
       const generation = last === undefined ? this.#first : last + 1;
       this.#lastGeneration.set(c.name, generation);
-      const state: ClusterDesiredState = { cluster: c.name, generation, digest, objects, items, conflicts };
+      const state: ClusterDesiredState = {
+        cluster: c.name,
+        generation,
+        digest: content.digest,
+        objects: content.objects,
+        items: content.items,
+        conflicts,
+      };
       this.#states.set(c.name, state);
       changed.push(state);
     }
@@ -96,10 +114,10 @@ export class DesiredStateTracker {
 }
 
 /**
- * Whether a discovery change can alter any desired state: only Services feed federation today, so
- * a Deployment's churn does not trigger a recomputation.
+ * Whether a discovery change can alter any desired state: only what {@linkcode readsDiscoveredContent}
+ * reads (Services, for federation), so a Deployment's churn does not trigger a recomputation.
  */
 export function discoveryChangeMatters(keys: Iterable<ObjectKey>): boolean {
-  for (const k of keys) if (k.startsWith("v1|Service|")) return true;
+  for (const k of keys) if (readsDiscoveredContent(k)) return true;
   return false;
 }

@@ -120,3 +120,29 @@ Deno.test("discoveryChangeMatters", async (t) => {
     await t.step(name, () => assertEquals(discoveryChangeMatters(keys), want));
   }
 });
+
+Deno.test("DesiredStateTracker shares the content of clusters that want the same objects", async (t) => {
+  const fleet: ClusterInfo[] = ["a", "b", "c"].map((name) => ({ name, labels: { env: "prod" } }));
+  const odd: ClusterInfo = { name: "d", labels: { env: "dev" } };
+  const tracker = new DesiredStateTracker();
+  const prod = cc("prod", { clusterSelector: { matchLabels: { env: "prod" } } }, "1");
+  tracker.update([...fleet, odd], [prod], new Map());
+  await t.step("equal content: one items map and object list", () => {
+    const [a, b, c] = fleet.map((x) => tracker.get(x.name)!);
+    assertEquals(a.items === b.items && b.items === c.items, true);
+    assertEquals(a.objects === c.objects, true);
+    assertEquals(a.digest, c.digest);
+  });
+  await t.step("other content: its own", () => {
+    const d = tracker.get("d")!;
+    assertEquals(d.items === tracker.get("a")!.items, false);
+    assertEquals(d.items.size, 0);
+  });
+  await t.step("a cluster that comes to want the same content joins it", () => {
+    const before = tracker.get("a")!.items;
+    const r = tracker.update([...fleet, { ...odd, labels: { env: "prod" } }], [prod], new Map());
+    assertEquals(r.changed.map((s) => s.cluster), ["d"]);
+    assertEquals(tracker.get("d")!.items === before, true);
+    assertEquals(tracker.get("d")!.generation, 2);
+  });
+});
