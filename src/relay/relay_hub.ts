@@ -87,10 +87,11 @@ interface ClusterRecord {
   warmed: boolean;
   discoveryGeneration?: number;
   agentVersion?: string;
-  connectedAt?: Date;
+  // Times as epoch milliseconds, not Dates: one record per cluster, thousands held.
+  connectedAtMs?: number;
   sentGeneration?: number;
   oversized: OversizedObject[];
-  report?: { generation: number; statuses: ObjectStatus[]; at: Date };
+  report?: { generation: number; statuses: ObjectStatus[]; atMs: number };
 }
 
 /** Server-side state and fan-out of the relay. */
@@ -212,7 +213,7 @@ export class RelayHub {
       old.close(GrpcStatus.ABORTED, "replaced by a newer Sync stream for this cluster");
     }
     const rec = this.#record(session.cluster);
-    rec.connectedAt = this.#opts.clock.now();
+    rec.connectedAtMs = this.#opts.clock.now().getTime();
     rec.agentVersion = info.agentVersion;
     rec.discoveryGeneration = undefined;
     rec.sentGeneration = undefined;
@@ -314,7 +315,7 @@ export class RelayHub {
   /** Keeps an agent's status report (the last one per cluster). */
   recordStatus(cluster: string, generation: number, statuses: ObjectStatus[]): void {
     const rec = this.#record(cluster);
-    rec.report = { generation, statuses, at: this.#opts.clock.now() };
+    rec.report = { generation, statuses, atMs: this.#opts.clock.now().getTime() };
     const failed = statuses.filter((s) => s.state === "failed");
     const fields = {
       cluster,
@@ -345,14 +346,14 @@ export class RelayHub {
       cluster,
       connected: this.#sessions.has(cluster),
       agentVersion: rec.agentVersion,
-      connectedAt: rec.connectedAt,
+      connectedAt: dateOf(rec.connectedAtMs),
       warmed: rec.warmed,
       inventoryObjects: rec.inventory.size,
       discoveryGeneration: rec.discoveryGeneration,
       desiredGeneration: desired?.generation,
       sentGeneration: rec.sentGeneration,
       reportedGeneration: rec.report?.generation,
-      reportedAt: rec.report?.at,
+      reportedAt: dateOf(rec.report?.atMs),
       statuses,
       failed: statuses.filter((s) => s.state === "failed").length,
       conflicts: desired?.conflicts.length ?? 0,
@@ -527,4 +528,8 @@ export class RelayHub {
 
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+function dateOf(ms: number | undefined): Date | undefined {
+  return ms === undefined ? undefined : new Date(ms);
 }

@@ -15,7 +15,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import type { Clock } from "../clock.ts";
-import { GrpcStatus, grpcStatusOf, MeshrelayError } from "../errors.ts";
+import { GrpcStatus, grpcStatusOf, InvalidInputError, MeshrelayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMessage, RelayServer, ServerMessage } from "../proto/mod.ts";
 import { diffByVersion, type ObjectKey, type ResourceVersion } from "../state/mod.ts";
@@ -126,24 +126,22 @@ class ServerSyncSession implements SyncSession {
   #openedAt = 0;
   #pulling = false;
   #warmed = false;
-  #hello: HeldAssembler;
-  #discovery: DiffAssembler;
-  #status: StatusAssembler;
+  // Made on first use and the Hello's dropped once complete: a server holds thousands of sessions.
+  #hello?: HeldAssembler;
+  #discovery?: DiffAssembler;
+  #status?: StatusAssembler;
   /** What the agent holds of its desired state, as far as we sent it (key → version). */
   #agentView?: Map<ObjectKey, ResourceVersion>;
   #awaitingStatus?: number;
   #lastSentGeneration?: number;
   #pumping = false;
   #pumpAgain = false;
-  #onClose: (() => void)[] = [];
+  #onClose?: (() => void)[];
 
   constructor(call: grpc.ServerDuplexStream<AgentMessage, ServerMessage>, deps: SessionDeps) {
     this.#call = call;
     this.#d = deps;
     this.#log = deps.log.child({ stream: this.id });
-    this.#hello = new HeldAssembler("Hello", deps.maxObjects);
-    this.#discovery = new DiffAssembler("discovery", deps.maxObjects);
-    this.#status = new StatusAssembler(deps.maxObjects);
   }
 
   start(): void {
@@ -164,7 +162,7 @@ class ServerSyncSession implements SyncSession {
     }
     if (this.#closed) return;
     this.cluster = cluster;
-    this.#log = this.#log.child({ cluster });
+    this.#log = this.#d.log.child({ stream: this.id, cluster });
     if (!this.#d.hub.ready) {
       this.close(GrpcStatus.UNAVAILABLE, "server is starting: declared config not loaded yet", "not_ready");
       return;
@@ -199,9 +197,12 @@ class ServerSyncSession implements SyncSession {
   #onMessage(msg: AgentMessage): void {
     if (this.#closed) return;
     if (msg.hello) {
+      if (this.#agentView) throw new InvalidInputError("Hello received after it was complete");
+      this.#hello ??= new HeldAssembler("Hello", this.#d.maxObjects);
       const held = this.#hello.add(msg.hello.applied, msg.hello.more);
       if (held) {
-        this.#agentView = new Map(held);
+        this.#hello = undefined;
+        this.#agentView = held;
         this.#d.hub.setAgentVersion(this, msg.hello.agentVersion);
         this.#pulling = true;
         this.#d.m.pull.inc();
@@ -209,6 +210,7 @@ class ServerSyncSession implements SyncSession {
         this.desiredChanged();
       }
     } else if (msg.discovery) {
+      this.#discovery ??= new DiffAssembler("discovery", this.#d.maxObjects);
       const done = this.#discovery.add(msg.discovery);
       if (!done) return;
       const change = this.#d.hub.applyDiscovery(this.cluster, done.generation, done.diff);
@@ -224,6 +226,7 @@ class ServerSyncSession implements SyncSession {
       }
       void this.#write({ discoveryAck: { generation: done.generation } });
     } else if (msg.status) {
+      this.#status ??= new StatusAssembler(this.#d.maxObjects);
       const report = this.#status.add(msg.status);
       if (!report) return;
       this.#d.hub.recordStatus(this.cluster, report.generation, report.statuses);
@@ -303,11 +306,11 @@ class ServerSyncSession implements SyncSession {
     await new Promise<void>((resolve) => {
       const done = () => {
         this.#call.off("drain", done);
-        this.#onClose = this.#onClose.filter((f) => f !== done);
+        this.#onClose = this.#onClose?.filter((f) => f !== done);
         resolve();
       };
       this.#call.on("drain", done);
-      this.#onClose.push(done);
+      (this.#onClose ??= []).push(done);
     });
   }
 
@@ -363,7 +366,9 @@ class ServerSyncSession implements SyncSession {
       if (this.#warmed) this.#d.m.warmed.dec();
     }
     if (reason !== "agent_end" && reason !== "replaced") this.#d.m.errors.inc({ reason });
-    for (const f of this.#onClose.splice(0)) f();
+    const waiting = this.#onClose ?? [];
+    this.#onClose = undefined;
+    for (const f of waiting) f();
   }
 }
 

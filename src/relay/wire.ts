@@ -350,8 +350,9 @@ export class HeldAssembler {
  */
 export class DiffAssembler {
   #generation: number | undefined;
-  #upserts = new Map<ObjectKey, VersionedUpsert>();
-  #deletes = new Set<ObjectKey>();
+  // Only while a generation is being assembled: an idle stream holds no empty map and set.
+  #upserts?: Map<ObjectKey, VersionedUpsert>;
+  #deletes?: Set<ObjectKey>;
   #lastDone = 0;
   #what: string;
   #limit: number;
@@ -380,33 +381,37 @@ export class DiffAssembler {
         );
       }
       this.#generation = g;
+      this.#upserts = new Map();
+      this.#deletes = new Set();
     } else if (g !== this.#generation) {
       throw new InvalidInputError(
         `${this.#what}: generation ${g} started before generation ${this.#generation} was complete`,
       );
     }
+    const upserts = this.#upserts!;
+    const deletes = this.#deletes!;
     for (const key of chunk.deletes) {
-      this.#upserts.delete(key);
-      this.#deletes.add(key);
+      upserts.delete(key);
+      deletes.add(key);
     }
     for (const r of chunk.upserts) {
       const u = fromResource(r);
-      this.#deletes.delete(u.key);
-      this.#upserts.set(u.key, u);
+      deletes.delete(u.key);
+      upserts.set(u.key, u);
     }
-    if (this.#upserts.size + this.#deletes.size > this.#limit) {
+    if (upserts.size + deletes.size > this.#limit) {
       throw new ResourceExhaustedError(`${this.#what}: one diff holds more than ${this.#limit} objects`);
     }
     if (!chunk.last) return undefined;
     const sortKey = (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0;
     const diff: VersionDiff = {
-      upserts: [...this.#upserts.values()].sort((a, b) => sortKey(a.key, b.key)),
-      deletes: [...this.#deletes].sort(sortKey),
+      upserts: [...upserts.values()].sort((a, b) => sortKey(a.key, b.key)),
+      deletes: [...deletes].sort(sortKey),
     };
     this.#lastDone = g;
     this.#generation = undefined;
-    this.#upserts = new Map();
-    this.#deletes = new Set();
+    this.#upserts = undefined;
+    this.#deletes = undefined;
     return { generation: g, diff };
   }
 }
