@@ -20,6 +20,7 @@ import {
   type KubeObject,
   type ObjectKey,
   type ObjectStatus,
+  readsDiscoveredContent,
   type ResourceVersion,
   type VersionDiff,
 } from "../state/mod.ts";
@@ -263,11 +264,6 @@ export class RelayHub {
     return this.#record(cluster).inventory.versions();
   }
 
-  /** A copy of `cluster`'s inventory objects with versions (tests, status pages). */
-  inventory(cluster: string): Map<ObjectKey, { object: KubeObject; version: ResourceVersion }> {
-    return this.#records.get(cluster)?.inventory.entries() ?? new Map();
-  }
-
   /**
    * Applies a complete discovery diff from `cluster`'s agent. Returns the keys that really changed;
    * schedules a recomputation when one of them can alter a desired state.
@@ -375,7 +371,7 @@ export class RelayHub {
   #record(cluster: string): ClusterRecord {
     let r = this.#records.get(cluster);
     if (!r) {
-      r = { inventory: new Inventory(), warmed: false, oversized: [] };
+      r = { inventory: new Inventory({ keepContent: readsDiscoveredContent }), warmed: false, oversized: [] };
       this.#records.set(cluster, r);
     }
     return r;

@@ -36,6 +36,17 @@ export interface DesiredState {
   conflicts: DesiredConflict[];
 }
 
+/**
+ * Whether desired-state computation reads the content of the discovered object under `key`: only
+ * Services, exported to other clusters by a ServiceFederation. Everything else a cluster discovers
+ * matters to the server only by version (resync by difference), so that is all it needs to keep.
+ */
+export function readsDiscoveredContent(key: ObjectKey): boolean {
+  return key.startsWith(SERVICE_KEY_PREFIX);
+}
+
+const SERVICE_KEY_PREFIX = "v1|Service|";
+
 interface Exported {
   sourceCluster: string;
   service: KubeObject;

@@ -20,35 +20,63 @@ export interface InventoryChange {
 
 /** Read access to a cluster's discovered objects (what desired-state computation needs). */
 export interface InventoryView {
-  /** Objects sorted by key. */
+  /** Objects whose content is kept, sorted by key. */
   objects(): KubeObject[];
 }
 
-/** How an object is kept: its canonical JSON (the copy), and the version hashed from it. */
+/** Options of {@linkcode Inventory}. */
+export interface InventoryOptions {
+  /**
+   * Whether the content of the object under `key` is kept, or only its version. Default: every
+   * object's. A server passes the kinds its desired-state computation reads: the rest is needed only
+   * for resync by difference, and their content would be most of the memory of every inventory held.
+   */
+  keepContent?: (key: ObjectKey) => boolean;
+}
+
+/** How an object is kept: its canonical JSON (the copy) and the version hashed from it. */
 interface Stored {
   json: string;
   version: ResourceVersion;
 }
 
-function store(o: KubeObject): Stored {
-  const json = canonicalJson(o);
-  return { json, version: hashOfCanonical(json) };
-}
+/** A stored object, or only its version when its content is not kept. */
+type Entry = Stored | ResourceVersion;
+
+const versionOfEntry = (e: Entry | undefined): ResourceVersion | undefined =>
+  typeof e === "string" ? e : e?.version;
 
 /**
  * A per-cluster map key → {object, version}; the version is the content hash both sides compute.
  * Objects are kept as their canonical JSON, not as object trees: a server holds every cluster's
  * inventory, and a parsed Deployment takes several times its JSON in heap. Reads parse a fresh copy.
+ * Objects outside `keepContent` are kept as their version only.
  */
 export class Inventory implements InventoryView {
-  #items = new Map<ObjectKey, Stored>();
+  #items = new Map<ObjectKey, Entry>();
+  #keep: (key: ObjectKey) => boolean;
+
+  constructor(opts: InventoryOptions = {}) {
+    this.#keep = opts.keepContent ?? (() => true);
+  }
+
+  #store(key: ObjectKey, o: KubeObject): Entry {
+    const json = canonicalJson(o);
+    const version = hashOfCanonical(json);
+    return this.#keep(key) ? { json, version } : version;
+  }
 
   /** Replaces everything with `objects` (duplicates of a key: the last one counts). */
   applySnapshot(objects: readonly KubeObject[]): InventoryChange {
-    const next = new Map<ObjectKey, Stored>();
-    for (const o of objects) next.set(objectKey(o), store(o));
+    const next = new Map<ObjectKey, Entry>();
+    for (const o of objects) {
+      const k = objectKey(o);
+      next.set(k, this.#store(k, o));
+    }
     const change: InventoryChange = { upserts: [], deletes: [] };
-    for (const [k, v] of next) if (this.#items.get(k)?.version !== v.version) change.upserts.push(k);
+    for (const [k, v] of next) {
+      if (versionOfEntry(this.#items.get(k)) !== versionOfEntry(v)) change.upserts.push(k);
+    }
     for (const k of this.#items.keys()) if (!next.has(k)) change.deletes.push(k);
     this.#items = next;
     change.upserts.sort();
@@ -61,16 +89,16 @@ export class Inventory implements InventoryView {
     const touched = new Map<ObjectKey, ResourceVersion | undefined>();
     for (const ev of events) {
       const key = ev.type === "upsert" ? objectKey(ev.object) : ev.key;
-      if (!touched.has(key)) touched.set(key, this.#items.get(key)?.version);
+      if (!touched.has(key)) touched.set(key, versionOfEntry(this.#items.get(key)));
       if (ev.type === "upsert") {
-        this.#items.set(key, store(ev.object));
+        this.#items.set(key, this.#store(key, ev.object));
       } else {
         this.#items.delete(key);
       }
     }
     const change: InventoryChange = { upserts: [], deletes: [] };
     for (const [key, before] of [...touched].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
-      const after = this.#items.get(key)?.version;
+      const after = versionOfEntry(this.#items.get(key));
       if (after === before) continue;
       if (after === undefined) change.deletes.push(key);
       else change.upserts.push(key);
@@ -88,35 +116,38 @@ export class Inventory implements InventoryView {
     ]);
   }
 
-  /** The entry for `key`, as a copy. */
+  /** The entry for `key`, as a copy; undefined when absent or when only its version is kept. */
   get(key: ObjectKey): VersionedObject | undefined {
     const v = this.#items.get(key);
-    return v && { object: JSON.parse(v.json), version: v.version };
+    return typeof v === "object" ? { object: JSON.parse(v.json), version: v.version } : undefined;
   }
 
-  /** Number of objects. */
+  /** Number of objects (whether their content is kept or not). */
   get size(): number {
     return this.#items.size;
   }
 
-  /** key → version, for resync by difference. */
+  /** key → version of every object, for resync by difference. */
   versions(): Map<ObjectKey, ResourceVersion> {
-    return new Map([...this.#items].map(([k, v]) => [k, v.version]));
+    return new Map([...this.#items].map(([k, v]) => [k, versionOfEntry(v)!]));
   }
 
-  /** key → {object, version} (copies), sorted by key. */
+  /** key → {object, version} (copies) of the objects whose content is kept, sorted by key. */
   entries(): Map<ObjectKey, VersionedObject> {
     return new Map(
-      [...this.#items.keys()].sort().map((k) => [k, this.get(k)!]),
+      [...this.#items.keys()].sort().flatMap((k) => {
+        const e = this.get(k);
+        return e ? [[k, e] as const] : [];
+      }),
     );
   }
 
   objects(): KubeObject[] {
-    return [...this.#items.keys()].sort().map((k) => JSON.parse(this.#items.get(k)!.json));
+    return [...this.entries().values()].map((e) => e.object);
   }
 
   /** One hash over every key and version: equal on both sides when they agree. */
   digest(): string {
-    return contentHash([...this.#items.keys()].sort().map((k) => [k, this.#items.get(k)!.version]));
+    return contentHash([...this.#items.keys()].sort().map((k) => [k, versionOfEntry(this.#items.get(k))]));
   }
 }

@@ -94,3 +94,52 @@ Deno.test("Inventory.applyDiff from diffByVersion converges the server's copy", 
   assertEquals(server.digest(), fresh.digest());
   assertEquals(server.applyDiff(d), { upserts: [], deletes: [] });
 });
+
+Deno.test("Inventory keeps content only where keepContent says", async (t) => {
+  const deploy = (name: string, replicas = 1): KubeObject => ({
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name, namespace: "n" },
+    spec: { replicas },
+  });
+  const dkey = (name: string) => `apps/v1|Deployment|n|${name}`;
+  const keepServices = (k: string) => k.startsWith("v1|Service|");
+  const full = new Inventory();
+  const slim = new Inventory({ keepContent: keepServices });
+  for (const inv of [full, slim]) inv.applySnapshot([svc("a"), deploy("d")]);
+
+  await t.step("versions and digest do not depend on what is kept", () => {
+    assertEquals(slim.versions(), full.versions());
+    assertEquals(slim.digest(), full.digest());
+    assertEquals(slim.size, 2);
+    assertEquals(slim.versions().get(dkey("d")), resourceVersionOf(deploy("d")));
+  });
+  await t.step("objects and entries hold only the kept kinds", () => {
+    assertEquals(slim.objects(), [svc("a")]);
+    assertEquals([...slim.entries().keys()], [key("a")]);
+    assertEquals(slim.get(dkey("d")), undefined);
+    assertEquals(full.get(dkey("d"))?.object, deploy("d"));
+  });
+  const steps: [string, DiscoveryEvent[], { upserts: string[]; deletes: string[] }][] = [
+    ["a re-sent version-only object changes nothing", [{ type: "upsert", object: deploy("d") }], {
+      upserts: [],
+      deletes: [],
+    }],
+    ["a changed version-only object is a change", [{ type: "upsert", object: deploy("d", 2) }], {
+      upserts: [dkey("d")],
+      deletes: [],
+    }],
+    ["deleting it is a delete", [{ type: "delete", key: dkey("d") }], { upserts: [], deletes: [dkey("d")] }],
+  ];
+  for (const [name, events, want] of steps) {
+    await t.step(name, () => {
+      assertEquals(slim.applyDeltas(events), want);
+      full.applyDeltas(events);
+      assertEquals(slim.digest(), full.digest());
+    });
+  }
+  await t.step("a snapshot compares versions of version-only objects", () => {
+    assertEquals(slim.applySnapshot([svc("a"), deploy("e")]), { upserts: [dkey("e")], deletes: [] });
+    assertEquals(slim.applySnapshot([svc("a"), deploy("e")]), { upserts: [], deletes: [] });
+  });
+});

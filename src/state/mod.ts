@@ -37,7 +37,13 @@ export {
 } from "./declared_config.ts";
 export { ClusterRegistry, type RegistryChange } from "./cluster_registry.ts";
 export { type DirectoryConfigOptions, DirectoryConfigSource } from "./directory_config.ts";
-export { Inventory, type InventoryChange, type InventoryView, type VersionedObject } from "./inventory.ts";
+export {
+  Inventory,
+  type InventoryChange,
+  type InventoryOptions,
+  type InventoryView,
+  type VersionedObject,
+} from "./inventory.ts";
 export {
   DECLARED_BY_ANNOTATION,
   type DesiredConflict,
@@ -46,6 +52,7 @@ export {
   DesiredStatePlan,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
+  readsDiscoveredContent,
 } from "./desired_state.ts";
 export {
   type ClusterDesiredState,
