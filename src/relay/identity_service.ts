@@ -60,6 +60,13 @@ import { definedOnly, signingIssuerFrom } from "./server_material.ts";
 import { ROOT_TLS_SECRET, SIGNING_TLS_SECRET } from "./server_tls.ts";
 import { type TokenAuthority, validateClusterName } from "./tokens.ts";
 
+/** The signing CA and the trust anchors agents get, loaded once per version of their secrets. */
+interface SigningMaterial {
+  issuer: Issuer;
+  rootPem: string;
+  /** {@linkcode caFingerprint} of `rootPem`, compared with each Bootstrap's `known_ca_sha256`. */
+  rootSha256: string;
+}
 /** Default client certificate lifetime: one year, as in the seeds. */
 export const DEFAULT_CLIENT_CERT_TTL_MS = 365 * 86_400_000;
 /** Largest CSR accepted (PEM characters); a P-256 or RSA-4096 CSR is far below. */
@@ -105,7 +112,7 @@ export class IdentityHandlers {
   #secrets: SecretReader;
   #gate: AdmissionGate;
   /** The loaded signing CA, keyed by the versions of the secrets it came from; shared while it loads. */
-  #signing?: { key: string; loaded: Promise<{ issuer: Issuer; rootPem: string }> };
+  #signing?: { key: string; loaded: Promise<SigningMaterial> };
   #failures?: ReturnType<MetricsRegistry["counter"]>;
   #issued?: ReturnType<MetricsRegistry["counter"]>;
 
@@ -138,7 +145,7 @@ export class IdentityHandlers {
   }
 
   /** The signing CA and trust anchors, re-read when their secrets change. */
-  async #issuer(now: Date): Promise<{ issuer: Issuer; rootPem: string }> {
+  async #issuer(now: Date): Promise<SigningMaterial> {
     if (!this.#o.issuesCertificates) {
       throw new PreconditionError(
         "this relay server does not issue client certificates in its security mode",
@@ -170,21 +177,21 @@ export class IdentityHandlers {
     signingSecret: Secret,
     rootSecret: Secret | undefined,
     now: Date,
-  ): Promise<{ issuer: Issuer; rootPem: string }> {
+  ): Promise<SigningMaterial> {
     const loaded = await signingIssuerFrom(signingSecret, { now, name: this.#o.signingSecret });
     if (!loaded) throw new PreconditionError(`secret ${this.#o.signingSecret} must hold tls.crt and tls.key`);
     const rootBytes = rootSecret?.data["ca.crt"];
     const rootPem = rootBytes?.length
       ? new TextDecoder().decode(rootBytes)
       : certificateToPem(topOf(loaded.issuer));
-    return { issuer: loaded.issuer, rootPem };
+    return { issuer: loaded.issuer, rootPem, rootSha256: caFingerprint(rootPem) };
   }
 
   /** Signs behind the admission gate, with the CA this call checked up front. */
   async #issue(
     csrPem: string,
     cluster: string,
-    signing: { issuer: Issuer; rootPem: string },
+    signing: SigningMaterial,
     signal?: AbortSignal,
   ): Promise<{ cert: X509Certificate; response: CertificateResponse }> {
     const { issuer, rootPem } = signing;
@@ -260,7 +267,7 @@ export class IdentityHandlers {
       if (grant.kind === "cluster") await this.#o.tokens.check(req.token, cluster, { now, consume: true });
       await this.#o.revocations?.allowReissued(cluster, cert.serialNumber, cert.notBefore);
       // The agent has these anchors already: a smaller answer is less memory on its connection for good.
-      if (req.knownCaSha256 && req.knownCaSha256 === caFingerprint(signing.rootPem)) response.caPem = "";
+      if (req.knownCaSha256 && req.knownCaSha256 === signing.rootSha256) response.caPem = "";
       if (this.#o.sessionBindings) {
         response.sessionBinding = this.#o.sessionBindings.issue({
           cluster,
