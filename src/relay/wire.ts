@@ -56,7 +56,7 @@ export const SYNC_FILL_BYTES = 1024;
  * `last`/`more` (2), `max_message_bytes` (≤ 6), plus room for a cluster name or agent version, whose
  * bytes are added separately. Generous on purpose: the items are what must fit.
  */
-const ENVELOPE_BYTES = 32;
+export const ENVELOPE_BYTES = 32;
 
 const utf8 = new TextEncoder();
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true });

@@ -6,6 +6,7 @@ import {
   checkMaxMessageBytes,
   chunkDiff,
   DiffAssembler,
+  ENVELOPE_BYTES,
   fromResource,
   grpcMessageOptions,
   HeldAssembler,
@@ -157,8 +158,8 @@ Deno.test("helloMessages/welcomeMessages chunk held versions below the limit", a
       for (const m of hello) assert(size.hello(m) <= bound);
       for (const m of welcome) assert(size.welcome(m) <= bound);
       // Filled, not merely under the bound: the next message's first entry would not have fitted. wire.ts
-      // reckons each message's envelope at a generous 32 bytes, so "fitted" allows for that much.
-      const envelope = 32;
+      // reckons each message's envelope generously, so "fitted" allows for that much.
+      const envelope = ENVELOPE_BYTES;
       hello.slice(0, -1).forEach((m, i) => {
         const more = {
           hello: { ...m.hello!, applied: [...m.hello!.applied, hello[i + 1].hello!.applied[0]] },
