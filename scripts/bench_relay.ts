@@ -122,6 +122,9 @@ async function writeAtomic(path: string, text: string): Promise<void> {
   await Deno.rename(path + ".tmp", path);
 }
 
+/** Deployments each simulated agent discovers at start (the ingest phase adds `--ingest` more). */
+const DISCOVERED_PER_AGENT = 10;
+
 // ------------------------------------------------------------------ one N
 
 interface Options {
@@ -382,13 +385,21 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
       );
       await Promise.all(
         gens.map((g, i) =>
-          g.req({ cmd: "agents", clusters: part[i], serverPort: port, rootCaPem: rootPem, token })
+          g.req({
+            cmd: "agents",
+            clusters: part[i],
+            serverPort: port,
+            rootCaPem: rootPem,
+            token,
+            discoveryObjects: DISCOVERED_PER_AGENT,
+          })
         ),
       );
       synced = await all(gens, { cmd: "waitSynced", timeoutMs: 120_000 + n * 100 });
       if (wave < n) log(`meshrelay: wave up to ${Math.min(n, from + wave)} agents in sync`);
     }
     result.bootstrapWave = wave;
+    result.discoveredPerAgent = DISCOVERED_PER_AGENT;
     const syncLat = latencies(concat(synced, "times"), t0);
     const bootLat = latencies(concat(synced, "bootstrapped"), t0);
     const connected = await metric(mport, "relay_push_clients_connected");
@@ -478,6 +489,8 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
       await sleep(50);
     }
     result.ingestChangesPerSecond = Math.round((n * o.ingest) / ((tDone - ti) / 1000));
+    // What every agent pushes again after the kill -9 below: memory after the restart depends on it.
+    if (Number.isFinite(tDone)) result.discoveredPerAgentAfterStorm = DISCOVERED_PER_AGENT + o.ingest;
     log(`meshrelay: discovery ingest ${result.ingestChangesPerSecond} changes/s`);
     await sleep(1000);
 
@@ -613,7 +626,7 @@ export function table(results: Json[]): string {
     rows.push(
       ["connected agents held", n, `${m.connectedHeld}`, `${b.streamsOpen}`, "", ""],
       [
-        "server RSS (total)",
+        `server RSS (total; ${m.discoveredPerAgent ?? DISCOVERED_PER_AGENT} discovered objects per agent)`,
         n,
         mib(m.rssBytes),
         mib(b.rssBytes),
@@ -621,7 +634,9 @@ export function table(results: Json[]): string {
         n === "5000" ? memoryTarget(m.rssBytes) : "",
       ],
       [
-        "server RSS after the kill -9 restart, all back",
+        `server RSS after the kill -9 restart, all back (${
+          m.discoveredPerAgentAfterStorm ?? "?"
+        } objects per agent)`,
         n,
         ...(typeof m.rssAfterStormBytes === "number"
           ? [mib(m.rssAfterStormBytes), "", "", n === "5000" ? memoryTarget(m.rssAfterStormBytes) : ""]
