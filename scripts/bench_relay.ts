@@ -122,7 +122,7 @@ async function writeAtomic(path: string, text: string): Promise<void> {
   await Deno.rename(path + ".tmp", path);
 }
 
-/** Deployments each simulated agent discovers at start (the ingest phase adds `--ingest` more). */
+/** Deployments each simulated agent discovers at start by default (`--discovered`; `--ingest` adds more). */
 const DISCOVERED_PER_AGENT = 10;
 
 // ------------------------------------------------------------------ one N
@@ -139,6 +139,8 @@ interface Options {
   /** Heap snapshots of the server, idle and with N agents, written as FILE-<n>-{idle,held}.heapsnapshot. */
   heapSnapshot?: string;
   rounds: number;
+  /** Objects each agent discovers at start. */
+  discovered: number;
   ingest: number;
   perLoadgen: number;
   keep: boolean;
@@ -391,7 +393,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
             serverPort: port,
             rootCaPem: rootPem,
             token,
-            discoveryObjects: DISCOVERED_PER_AGENT,
+            discoveryObjects: o.discovered,
           })
         ),
       );
@@ -399,7 +401,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
       if (wave < n) log(`meshrelay: wave up to ${Math.min(n, from + wave)} agents in sync`);
     }
     result.bootstrapWave = wave;
-    result.discoveredPerAgent = DISCOVERED_PER_AGENT;
+    result.discoveredPerAgent = o.discovered;
     const syncLat = latencies(concat(synced, "times"), t0);
     const bootLat = latencies(concat(synced, "bootstrapped"), t0);
     const connected = await metric(mport, "relay_push_clients_connected");
@@ -493,7 +495,7 @@ async function runRelay(n: number, o: Options, tmp: string, rootPem: string, tok
       ? Math.round((n * o.ingest) / ((tDone - ti) / 1000))
       : "incomplete";
     // What every agent pushes again after the kill -9 below: memory after the restart depends on it.
-    if (Number.isFinite(tDone)) result.discoveredPerAgentAfterStorm = DISCOVERED_PER_AGENT + o.ingest;
+    if (Number.isFinite(tDone)) result.discoveredPerAgentAfterStorm = o.discovered + o.ingest;
     log(`meshrelay: discovery ingest ${result.ingestChangesPerSecond} changes/s`);
     await sleep(1000);
 
@@ -737,6 +739,7 @@ if (import.meta.main) {
     .option("--agents <list>", "comma-separated agent counts", "1000,5000")
     .option("--quick", "one small run (100 agents)")
     .option("--rounds <n>", "fan-out rounds", "5")
+    .option("--discovered <n>", "discovered objects per agent at start", String(DISCOVERED_PER_AGENT))
     .option("--ingest <n>", "new discovered entities per agent in the ingest phase", "20")
     .option("--per-loadgen <n>", "agents per load-generator process", "2500")
     .option("--keep", "keep the temp dirs (logs)")
@@ -763,6 +766,7 @@ if (import.meta.main) {
   const ns = opts.quick ? [100] : String(opts.agents).split(",").map(Number);
   const o: Options = {
     rounds: Number(opts.rounds),
+    discovered: Number(opts.discovered),
     ingest: Number(opts.ingest),
     perLoadgen: Number(opts.perLoadgen),
     keep: !!opts.keep,
@@ -772,6 +776,12 @@ if (import.meta.main) {
     wave: opts.wave === undefined ? 0 : Number(opts.wave),
     serverFlags: opts.serverFlags ? String(opts.serverFlags).split(" ").filter(Boolean) : undefined,
   };
+  for (const [flag, v] of [["--discovered", o.discovered], ["--ingest", o.ingest]] as const) {
+    if (!Number.isInteger(v) || v < 0) {
+      console.error(`bench:relay: ${flag} must be a whole number, 0 or more`);
+      Deno.exit(2);
+    }
+  }
   const started = new Date();
   const m = machine();
   log(
