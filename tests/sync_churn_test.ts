@@ -79,7 +79,9 @@ const modes: Record<string, Mode> = {
     const s = c.sync(md("c1"));
     s.on("error", () => {});
     await firstMessage(s);
-    s.write({ discovery: { generation: 1, upserts: [], deletes: ["v1|Service|apps|x"], last: false } });
+    s.write({
+      discovery: { generation: 1, upserts: [], deletes: ["v1|Service|apps|x"], last: false, partial: false },
+    });
     c.close();
   },
   "garbage bytes": async (port) => {

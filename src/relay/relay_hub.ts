@@ -266,9 +266,10 @@ export class RelayHub {
 
   /**
    * Applies a complete discovery diff from `cluster`'s agent. Returns the keys that really changed;
-   * schedules a recomputation when one of them can alter a desired state.
+   * schedules a recomputation when one of them can alter a desired state. `partial`: more generations
+   * of the same push follow, so the cluster does not count as warmed yet.
    */
-  applyDiscovery(cluster: string, generation: number, diff: VersionDiff): InventoryChange {
+  applyDiscovery(cluster: string, generation: number, diff: VersionDiff, partial = false): InventoryChange {
     if (!this.#registry.has(cluster)) {
       throw new PermissionDeniedError(`cluster ${JSON.stringify(cluster)} is not registered`);
     }
@@ -277,8 +278,10 @@ export class RelayHub {
     rec.discoveryGeneration = generation;
     this.#m.pushes.inc();
     this.#m.pushedObjects.inc(undefined, diff.upserts.length + diff.deletes.length);
-    const firstPush = !rec.warmed;
-    rec.warmed = true;
+    // A push split into generations warms the cluster only when its last generation arrives: until
+    // then the inventory lacks objects (Services other clusters federate) that the agent holds.
+    const firstPush = !rec.warmed && !partial;
+    if (!partial) rec.warmed = true;
     if (discoveryChangeMatters([...change.upserts, ...change.deletes])) this.requestRecompute();
     if (firstPush) this.#checkWarm();
     return change;

@@ -80,6 +80,19 @@ Deno.test("RelayHub warm-up holds desired state back until every cluster pushed 
     assertEquals(s.notified, 1);
     assert(hub.desiredFor("c1"));
   });
+  await t.step("a push split into generations counts only at its last", async () => {
+    const { hub } = setup({ warmupMs: 30_000 });
+    await hub.load();
+    pushAll(hub, "c1", []);
+    const part = { upserts: [], deletes: [] };
+    hub.applyDiscovery("c2", 1, part, true);
+    hub.applyDiscovery("c2", 2, part, true);
+    assertEquals(hub.status("c2")!.warmed, false);
+    assertEquals(hub.serving, false);
+    hub.applyDiscovery("c2", 3, part);
+    assertEquals(hub.status("c2")!.warmed, true);
+    assert(hub.serving);
+  });
   await t.step("time is up", async () => {
     const { hub, clock, ac } = setup({ warmupMs: 30_000 });
     const s = new FakeSession("c2");

@@ -41,6 +41,7 @@ import {
   DEFAULT_MAX_MESSAGE_BYTES,
   describeOversized,
   DiffAssembler,
+  DISCOVERY_PUSH_BYTES,
   HeldAssembler,
   helloMessages,
   statusMessages,
@@ -120,7 +121,8 @@ interface SessionState {
   welcome: HeldAssembler;
   desiredAsm: DiffAssembler;
   serverView?: Map<ObjectKey, ResourceVersion>;
-  inFlight?: { generation: number; view: Map<ObjectKey, ResourceVersion> };
+  /** The discovery generation awaiting its ack; `partial`: more of the same push follow it. */
+  inFlight?: { generation: number; view: Map<ObjectKey, ResourceVersion>; partial: boolean };
   discoveryGeneration: number;
   sentInitial: boolean;
   acked: boolean;
@@ -436,8 +438,9 @@ export class SyncAgent {
         throw new Error(`unexpected DiscoveryAck for generation ${msg.discoveryAck.generation}`);
       }
       s.serverView = s.inFlight.view;
+      // In sync only once the server has the whole push, not the first generations of a split one.
+      if (!s.inFlight.partial) s.acked = true;
       s.inFlight = undefined;
-      s.acked = true;
       this.#m?.pushed.inc();
       this.#checkSynced(s);
       this.#kickDiscovery();
@@ -491,7 +494,7 @@ export class SyncAgent {
     const diff = diffByVersion(s.serverView, this.#local);
     if (s.sentInitial && diff.upserts.length === 0 && diff.deletes.length === 0) return;
     const generation = ++s.discoveryGeneration;
-    const out = chunkDiff(diff, generation, s.maxBytes);
+    const out = chunkDiff(diff, generation, s.maxBytes, undefined, DISCOVERY_PUSH_BYTES);
     for (const o of out.oversized) {
       const id = `${o.key}@${this.#local.get(o.key)?.version}`;
       if (this.#oversizedLogged.has(id)) continue;
@@ -509,7 +512,7 @@ export class SyncAgent {
     const view = new Map(s.serverView);
     for (const k of out.sent.deletes) view.delete(k);
     for (const u of out.sent.upserts) view.set(u.key, u.version);
-    s.inFlight = { generation, view };
+    s.inFlight = { generation, view, partial: out.deferred };
     s.sentInitial = true;
     this.#stats.discoveryGenerationsSent++;
     this.#stats.discoveryObjectsSent += out.sent.upserts.length;

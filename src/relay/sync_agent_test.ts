@@ -294,3 +294,27 @@ Deno.test("SyncAgent: stop and reconnect() that land while a dial is in progress
     await env.stop();
   }
 });
+
+Deno.test("SyncAgent splits a large push into acknowledged generations and is in sync only after the last", async () => {
+  const env = await server();
+  const clock = new FakeClock();
+  const { agent, discovery } = agentFor(testDialer("c1", () => env.srv.port), clock);
+  // About 16 KB of objects: four or more generations of DISCOVERY_PUSH_BYTES.
+  for (let i = 0; i < 40; i++) discovery.upsert(o.configMap(`m${i}`, { pad: "x".repeat(300) }));
+  const ac = new AbortController();
+  const run = agent.run(ac.signal);
+  try {
+    await waitUntil(() => agent.state === "synced", "synced");
+    // Checked at once, not waited for: "synced" must mean the server holds the whole push.
+    const inv = env.hub.inventoryVersions("c1");
+    assertEquals(inv, discovery.versions());
+    assertEquals(env.hub.status("c1")!.warmed, true);
+    const generations = agent.stats.discoveryGenerationsSent;
+    assert(generations >= 4, `${generations} generations`);
+    assertEquals(agent.stats.discoveryObjectsSent, discovery.versions().size);
+  } finally {
+    ac.abort();
+    await run;
+    await env.stop();
+  }
+});

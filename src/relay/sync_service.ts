@@ -213,14 +213,14 @@ class ServerSyncSession implements SyncSession {
       this.#discovery ??= new DiffAssembler("discovery", this.#d.maxObjects);
       const done = this.#discovery.add(msg.discovery);
       if (!done) return;
-      const change = this.#d.hub.applyDiscovery(this.cluster, done.generation, done.diff);
+      const change = this.#d.hub.applyDiscovery(this.cluster, done.generation, done.diff, done.partial);
       this.#log.debug("discovery applied", {
         generation: done.generation,
         upserts: done.diff.upserts.length,
         deletes: done.diff.deletes.length,
         changed: change.upserts.length + change.deletes.length,
       });
-      if (!this.#warmed) {
+      if (!this.#warmed && !done.partial) {
         this.#warmed = true;
         this.#d.m.warmed.inc();
       }

@@ -261,6 +261,7 @@ Deno.test("Sync service closes streams with a clear status", async (t) => {
             upserts: [{ ...toResource({ ...vv(cm("x")), object: cm("x") }), version: "forged" }],
             deletes: [],
             last: true,
+            partial: false,
           },
         }],
         code: GrpcStatus.INVALID_ARGUMENT,
@@ -269,8 +270,8 @@ Deno.test("Sync service closes streams with a clear status", async (t) => {
       {
         name: "interleaved discovery generations",
         msgs: [
-          { discovery: { generation: 1, upserts: [], deletes: ["k"], last: false } },
-          { discovery: { generation: 2, upserts: [], deletes: [], last: true } },
+          { discovery: { generation: 1, upserts: [], deletes: ["k"], last: false, partial: false } },
+          { discovery: { generation: 2, upserts: [], deletes: [], last: true, partial: false } },
         ],
         code: GrpcStatus.INVALID_ARGUMENT,
         text: "started before generation 1 was complete",

@@ -91,14 +91,14 @@ Deno.test("chunkDiff: every message fits the limit and reassembles to the diff",
         const asm = new DiffAssembler("test", 1_000_000);
         let done;
         for (const c of chunks) done = asm.add(c);
-        assertEquals(done, { generation: gen, diff: sent });
+        assertEquals(done, { generation: gen, diff: sent, partial: false });
         assertEquals(sent, diff);
       }
     });
   }
   await t.step("an empty diff is one empty last chunk", () => {
     assertEquals(chunkDiff({ upserts: [], deletes: [] }, 7, 1024).chunks, [
-      { generation: 7, upserts: [], deletes: [], last: true },
+      { generation: 7, upserts: [], deletes: [], last: true, partial: false },
     ]);
   });
   await t.step("an object larger than the limit is left out and reported, the rest is sent", () => {
@@ -200,15 +200,22 @@ Deno.test("assemblers refuse protocol violations", async (t) => {
   }[] = [
     {
       name: "generation zero",
-      run: () => new DiffAssembler("d", 10).add({ generation: 0, upserts: [], deletes: [], last: true }),
+      run: () =>
+        new DiffAssembler("d", 10).add({
+          generation: 0,
+          upserts: [],
+          deletes: [],
+          last: true,
+          partial: false,
+        }),
       err: InvalidInputError,
     },
     {
       name: "interleaved generations",
       run: () => {
         const a = new DiffAssembler("d", 10);
-        a.add({ generation: 1, upserts: [r], deletes: [], last: false });
-        a.add({ generation: 2, upserts: [], deletes: [], last: true });
+        a.add({ generation: 1, upserts: [r], deletes: [], last: false, partial: false });
+        a.add({ generation: 2, upserts: [], deletes: [], last: true, partial: false });
       },
       err: InvalidInputError,
     },
@@ -216,8 +223,8 @@ Deno.test("assemblers refuse protocol violations", async (t) => {
       name: "generation going back",
       run: () => {
         const a = new DiffAssembler("d", 10);
-        a.add({ generation: 5, upserts: [], deletes: [], last: true });
-        a.add({ generation: 5, upserts: [], deletes: [], last: true });
+        a.add({ generation: 5, upserts: [], deletes: [], last: true, partial: false });
+        a.add({ generation: 5, upserts: [], deletes: [], last: true, partial: false });
       },
       err: InvalidInputError,
     },
@@ -225,7 +232,7 @@ Deno.test("assemblers refuse protocol violations", async (t) => {
       name: "too many pending objects",
       run: () => {
         const a = new DiffAssembler("d", 2);
-        a.add({ generation: 1, upserts: [r], deletes: ["k1", "k2"], last: false });
+        a.add({ generation: 1, upserts: [r], deletes: ["k1", "k2"], last: false, partial: false });
       },
       err: ResourceExhaustedError,
     },
@@ -248,11 +255,15 @@ Deno.test("assemblers refuse protocol violations", async (t) => {
   for (const c of cases) await t.step(c.name, () => void assertThrows(c.run, c.err));
   await t.step("a later delete cancels an earlier upsert within one generation, and vice versa", () => {
     const a = new DiffAssembler("d", 10);
-    assertEquals(a.add({ generation: 3, upserts: [r], deletes: [], last: false }), undefined);
-    assertEquals(a.add({ generation: 3, upserts: [], deletes: [r.key, "gone"], last: true }), {
-      generation: 3,
-      diff: { upserts: [], deletes: ["gone", r.key] },
-    });
+    assertEquals(a.add({ generation: 3, upserts: [r], deletes: [], last: false, partial: false }), undefined);
+    assertEquals(
+      a.add({ generation: 3, upserts: [], deletes: [r.key, "gone"], last: true, partial: false }),
+      {
+        generation: 3,
+        diff: { upserts: [], deletes: ["gone", r.key] },
+        partial: false,
+      },
+    );
     assertEquals(a.lastGeneration, 3);
   });
 });
@@ -311,4 +322,43 @@ Deno.test("grpcMessageOptions: limits both ways, no transparent retries", () => 
     "grpc.enable_retries": 0,
   });
   assertEquals(grpcMessageOptions()["grpc.max_receive_message_length"], 4 * 1024 * 1024);
+});
+
+Deno.test("chunkDiff with a budget: generations that add up to the diff, the last one not partial", async (t) => {
+  const rnd = lcg(7);
+  for (const budget of [1, 1000, 4096, 20_000]) {
+    await t.step(`budget ${budget}`, () => {
+      const objs = Array.from({ length: 40 }, (_, i) => service(`s${i}`, "apps", Math.floor(rnd() * 600)));
+      const want = versionedMap(objs);
+      const have = new Map<string, string>(
+        Array.from({ length: 15 }, (_, i) => [`v1|Service|old|x${i}`, "v"] as const),
+      );
+      const start = new Map(have);
+      let gen = 0;
+      for (;;) {
+        const diff = diffByVersion(have, want);
+        const r = chunkDiff(diff, ++gen, 4 * 2 ** 20, undefined, budget);
+        const items = r.sent.upserts.length + r.sent.deletes.length;
+        assert(items >= 1, "every generation carries something");
+        // At most one item past the budget: the one that crossed it.
+        const last = r.chunks.at(-1)!;
+        assertEquals(last.partial, r.deferred);
+        assert(r.chunks.slice(0, -1).every((c) => !c.partial));
+        const asm = new DiffAssembler("t", 1_000_000);
+        let done;
+        for (const c of r.chunks) done = asm.add(c);
+        assertEquals(done, { generation: gen, diff: r.sent, partial: r.deferred });
+        for (const k of r.sent.deletes) have.delete(k);
+        for (const u of r.sent.upserts) have.set(u.key, u.version);
+        if (!r.deferred) break;
+        assert(r.bytes >= budget, `a deferring generation spent its budget (${r.bytes} < ${budget})`);
+      }
+      assertEquals(have, new Map([...want].map(([k, v]) => [k, v.version])));
+      const total = diffByVersion(start, want);
+      const whole = chunkDiff(total, 1, 4 * 2 ** 20).bytes;
+      if (budget >= whole) assertEquals(gen, 1);
+      else assert(gen > 1);
+      if (budget === 1) assertEquals(gen, total.upserts.length + total.deletes.length);
+    });
+  }
 });

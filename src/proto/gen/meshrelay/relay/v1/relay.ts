@@ -106,6 +106,12 @@ export interface ResourceDiff {
   deletes: string[];
   /** True on the final chunk of this generation; the receiver acts only then. */
   last: boolean;
+  /**
+   * Discovery only: more generations of the same push follow. An agent splits a large push into
+   * generations that each wait for their DiscoveryAck, so that what arrives on a connection at once
+   * stays small; the server counts the push as complete (warm-up) only at a generation without it.
+   */
+  partial: boolean;
 }
 
 /** A key and the version the sender holds. */
@@ -513,7 +519,7 @@ export const Resource: MessageFns<Resource> = {
 };
 
 function createBaseResourceDiff(): ResourceDiff {
-  return { generation: 0, upserts: [], deletes: [], last: false };
+  return { generation: 0, upserts: [], deletes: [], last: false, partial: false };
 }
 
 export const ResourceDiff: MessageFns<ResourceDiff> = {
@@ -529,6 +535,9 @@ export const ResourceDiff: MessageFns<ResourceDiff> = {
     }
     if (message.last !== false) {
       writer.uint32(32).bool(message.last);
+    }
+    if (message.partial !== false) {
+      writer.uint32(40).bool(message.partial);
     }
     return writer;
   },
@@ -572,6 +581,14 @@ export const ResourceDiff: MessageFns<ResourceDiff> = {
           message.last = reader.bool();
           continue;
         }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.partial = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -590,6 +607,7 @@ export const ResourceDiff: MessageFns<ResourceDiff> = {
     message.upserts = object.upserts?.map((e) => Resource.fromPartial(e)) || [];
     message.deletes = object.deletes?.map((e) => e) || [];
     message.last = object.last ?? false;
+    message.partial = object.partial ?? false;
     return message;
   },
 };
