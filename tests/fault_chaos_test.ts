@@ -1,10 +1,17 @@
 /**
  * Chaos run with real processes on loopback: one `meshrelay server` (mTLS) and three `meshrelay agent`
- * processes, each agent behind its own TCP fault proxy. A seeded sequence of faults and changes runs
- * for a bounded time: kill -9 and restart the server, kill -9 and restart an agent, cut an agent's
- * connections (drop), black-hole them for a while (stall), make them slow, rotate the server
- * certificate on disk, change what an agent discovers (which, through a ServiceFederation, changes
- * the other clusters' desired state), and change the declared config.
+ * processes, each agent behind its own TCP fault proxy. A fixed plan of faults and changes, in an order
+ * shuffled by a seed, so every kind happens whatever the machine's speed: kill -9 and restart the
+ * server (twice), and for every agent once each: kill -9 and restart it, cut its connections (drop),
+ * black-hole them for a while (stall) and make them slow, each while it holds a session and, for stall
+ * and slow, with a discovery change to push through the bad link (which, through a ServiceFederation,
+ * changes the other clusters' desired state); rotate the server certificate on disk (twice) and change
+ * the declared config (twice). Each fault must take effect (a session to cut or stall, bytes through
+ * the slow link); a rotation counts once a new TLS handshake gets the new certificate and every agent,
+ * its session cut, is back in sync on a new one.
+ *
+ * Not covered: a stall long enough for the agent's keepalive to notice (30 s + 10 s, fixed in
+ * src/relay/relay_agent.ts, with no flag to shorten it); these stalls end before anyone notices.
  *
  * At the end, with every agent stopped gracefully, the server is asked through the protocol itself
  * (tests/support/relay_probe.ts): every cluster's inventory on the server equals what its discovery
@@ -13,6 +20,7 @@
  * No process exited on its own: the only non-zero exits are our kill -9s, and every process still
  * running at the end exits 0 on SIGTERM.
  */
+import { connect } from "node:tls";
 import { systemClock } from "../src/clock.ts";
 import { nullLogger } from "../src/log.ts";
 import {
@@ -45,7 +53,20 @@ import { seeded } from "./support/hostile.ts";
 import { probe } from "./support/relay_probe.ts";
 
 const CLUSTERS = ["c1", "c2", "c3"];
-const RUN_MS = 15_000;
+/** Faults aimed at one agent; the plan gives each agent each of them once. */
+const AGENT_FAULTS = ["agent kill -9", "drop", "stall", "slow"] as const;
+type Kind = typeof AGENT_FAULTS[number] | "server kill -9" | "server cert rotation" | "config change";
+interface Planned {
+  kind: Kind;
+  slot?: AgentSlot;
+}
+/** The agent's session lines: the last of them says whether it holds a session now. */
+const SESSION_LINES = new Set([
+  "connected",
+  "in sync with the server",
+  "sync session ended; retrying",
+  "reconnecting",
+]);
 
 const clustersYaml = CLUSTERS.map((c) =>
   `apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: ${c}\n  labels:\n    env: prod\n`
@@ -90,6 +111,30 @@ function discoveryYaml(cluster: string, version: number): string {
     );
   }
   return docs.join("---\n");
+}
+
+/** Hex serial as both node:tls and @peculiar/x509 may spell it (case, leading zeros). */
+function normalSerial(hex: string): string {
+  return hex.toLowerCase().replace(/^0+(?=.)/, "");
+}
+
+/** The serial of the leaf certificate a new TLS handshake with 127.0.0.1:`port` gets, once verified. */
+function servedSerial(port: number, rootPem: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect({
+      host: "127.0.0.1",
+      port,
+      ca: rootPem,
+      servername: "localhost",
+      ALPNProtocols: ["h2"],
+    }, () => {
+      const serial = sock.getPeerCertificate().serialNumber;
+      sock.destroy();
+      resolve(normalSerial(serial ?? ""));
+    });
+    sock.setTimeout(5_000, () => sock.destroy(new Error("TLS handshake timed out")));
+    sock.once("error", reject);
+  });
 }
 
 async function writeAtomic(path: string, text: string): Promise<void> {
@@ -182,8 +227,8 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
       await s.proc!.waitForLine((l) => l.msg === "in sync with the server", `${s.cluster} in sync`, 30_000);
     }
 
-    /** A new server certificate from the signing CA, written as cert-manager would. */
-    const rotateServerCert = async () => {
+    /** A new server certificate from the signing CA, written as cert-manager would; returns its serial. */
+    const rotateServerCert = async (): Promise<string> => {
       const now = new Date();
       const signing = await loadIssuer(
         await Deno.readTextFile(`${secrets}/relay-tls-signing-secret/tls.crt`),
@@ -209,53 +254,122 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
         "tls.crt": enc.encode(certificateToPem(cert) + certificatesToPem([signing.certificate])),
         "tls.key": enc.encode(await privateKeyToPem(kp)),
       });
+      return normalSerial(cert.serialNumber);
+    };
+    /** Until `s` holds a session through its proxy (welcomed by the server, not yet cut). */
+    const waitLive = (s: AgentSlot) =>
+      waitFor(`${s.cluster} in a session`, () => {
+        const last = s.proc!.lines.findLast((l) => SESSION_LINES.has(l.msg))?.msg;
+        return (last === "connected" || last === "in sync with the server") && s.proxy.connections > 0;
+      }, 30_000);
+    /** Until `s`'s session, cut after line `from`, is replaced by a new one in sync. */
+    const waitResynced = async (s: AgentSlot, from: number, what: string) => {
+      const cut = await s.proc!.waitForLine(
+        (l) => l.msg === "sync session ended; retrying",
+        `${s.cluster} session cut ${what}`,
+        30_000,
+        from,
+      );
+      await s.proc!.waitForLine(
+        (l) => l.msg === "in sync with the server",
+        `${s.cluster} in sync ${what}`,
+        30_000,
+        s.proc!.lines.indexOf(cut) + 1,
+      );
     };
 
     // ------------------------------------------------------------------ the chaos
+    // A fixed plan, shuffled with the seed: every kind of fault happens however fast this machine is,
+    // and every agent gets each agent-side fault once (not whichever cluster the dice liked).
     const r = seeded(20261123);
-    const end = Date.now() + RUN_MS;
+    const plan: Planned[] = [
+      ...AGENT_FAULTS.flatMap((kind) => slots.map((slot) => ({ kind, slot }))),
+      { kind: "server kill -9" },
+      { kind: "server kill -9" },
+      { kind: "server cert rotation" },
+      { kind: "server cert rotation" },
+      { kind: "config change" },
+      { kind: "config change" },
+    ];
+    for (let i = plan.length - 1; i > 0; i--) {
+      const j = r.int(i + 1);
+      [plan[i], plan[j]] = [plan[j], plan[i]];
+    }
+    /** Faults that took effect (a live connection was there to cut, bytes went through the slow link …). */
+    const took = new Map<string, number>();
+    const tookEffect = (kind: Kind, slot?: AgentSlot) => {
+      for (const k of [kind, slot ? `${kind} ${slot.cluster}` : undefined]) {
+        if (k) took.set(k, (took.get(k) ?? 0) + 1);
+      }
+    };
     const events: string[] = [];
-    while (Date.now() < end) {
-      const s = slots[r.int(slots.length)];
-      const pick = r.int(9);
-      if (pick === 0) {
+    const rootPem = await Deno.readTextFile(rootFile);
+    const changeDiscovery = async (s: AgentSlot, why: string) => {
+      events.push(`discovery ${s.cluster} v${s.version + 1}${why}`);
+      await writeAtomic(`${s.dirs.discovery}/objects.yaml`, discoveryYaml(s.cluster, ++s.version));
+    };
+    for (const { kind, slot: s } of plan) {
+      if (kind === "server kill -9") {
         events.push("kill -9 server");
         const st = await server!.kill9();
         if (st.signal !== "SIGKILL") unexpected.push(`server ended before our kill: ${JSON.stringify(st)}`);
+        else tookEffect(kind);
         serverKills++;
         await sleep(100 + r.int(600));
         server = (await startServer(serverArgs, `chaos-server-${serverKills}`)).proc;
-      } else if (pick === 1) {
-        events.push(`kill -9 agent ${s.cluster}`);
-        const st = await s.proc!.kill9();
+      } else if (kind === "agent kill -9") {
+        events.push(`kill -9 agent ${s!.cluster}`);
+        const st = await s!.proc!.kill9();
         if (st.signal !== "SIGKILL") {
-          unexpected.push(`${s.cluster} ended before our kill: ${JSON.stringify(st)}`);
-        }
-        s.killed++;
+          unexpected.push(`${s!.cluster} ended before our kill: ${JSON.stringify(st)}`);
+        } else tookEffect(kind, s);
+        s!.killed++;
         await sleep(r.int(500));
-        startSlot(s);
-      } else if (pick === 2) {
-        events.push(`drop ${s.cluster}`);
-        s.proxy.drop();
-      } else if (pick === 3) {
-        events.push(`stall ${s.cluster}`);
-        s.proxy.mode = "stall";
+        startSlot(s!);
+      } else if (kind === "drop") {
+        // A fault on a link with no session on it tests nothing: wait for one.
+        await waitLive(s!);
+        events.push(`drop ${s!.cluster}`);
+        if (s!.proxy.connections > 0) tookEffect(kind, s);
+        s!.proxy.drop();
+      } else if (kind === "stall") {
+        await waitLive(s!);
+        events.push(`stall ${s!.cluster}`);
+        s!.proxy.mode = "stall";
+        // A change the agent must push while its link is black-holed: it waits behind the stall.
+        await changeDiscovery(s!, " (stalled)");
         await sleep(300 + r.int(1200));
-        s.proxy.mode = "pass";
-      } else if (pick === 4) {
-        events.push(`slow ${s.cluster}`);
-        s.proxy.mode = "slow";
-        await sleep(500 + r.int(1500));
-        s.proxy.mode = "pass";
-      } else if (pick === 5) {
-        events.push("rotate server certificate");
-        await rotateServerCert();
-      } else if (pick === 6) {
+        if (s!.proxy.connections > 0) tookEffect(kind, s);
+        s!.proxy.mode = "pass";
+      } else if (kind === "slow") {
+        await waitLive(s!);
+        events.push(`slow ${s!.cluster}`);
+        s!.proxy.mode = "slow";
+        const before = s!.proxy.forwarded;
+        await changeDiscovery(s!, " (slow)");
+        await sleep(500 + r.int(1000));
+        if (s!.proxy.forwarded > before) tookEffect(kind, s);
+        s!.proxy.mode = "pass";
+      } else if (kind === "server cert rotation") {
+        const serial = await rotateServerCert();
+        events.push(`rotate server certificate (${serial})`);
+        // Served, not just written: a new handshake (straight to the server) gets the new leaf.
+        let served = "";
+        await waitFor(`the server serving the rotated certificate ${serial}`, async () => {
+          served = await servedSerial(port, rootPem).catch((e) => `${e}`);
+          return served === serial;
+        }, 15_000).catch((e) => {
+          throw new Error(`${e.message}; last served: ${served}`);
+        });
+        // And the agents work with it: every session cut, every agent back in sync on a new handshake.
+        await Promise.all(slots.map(waitLive));
+        const marks = slots.map((x) => x.proc!.mark);
+        for (const x of slots) x.proxy.drop();
+        await Promise.all(slots.map((x, i) => waitResynced(x, marks[i], `after rotation to ${serial}`)));
+        tookEffect(kind);
+      } else {
         events.push(`config v${configVersion + 1}`);
         await writeAtomic(`${config}/baseline.yaml`, baselineYaml(++configVersion));
-      } else {
-        events.push(`discovery ${s.cluster} v${s.version + 1}`);
-        await writeAtomic(`${s.dirs.discovery}/objects.yaml`, discoveryYaml(s.cluster, ++s.version));
       }
       // A process that ended on its own is a crash.
       for (const x of slots) {
@@ -263,12 +377,23 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
       }
       if (server?.exited) unexpected.push(`server exited: ${JSON.stringify(server.exited)}`);
       assertEquals(unexpected, [], `after ${events.join(", ")}`);
-      await sleep(200 + r.int(800));
+      await sleep(50 + r.int(350));
     }
+    const planned = new Map<string, number>();
+    for (const { kind, slot } of plan) {
+      if (kind === "config change") continue;
+      for (const k of [kind, slot ? `${kind} ${slot.cluster}` : undefined]) {
+        if (k) planned.set(k, (planned.get(k) ?? 0) + 1);
+      }
+    }
+    assertEquals(
+      Object.fromEntries([...took].sort()),
+      Object.fromEntries([...planned].sort()),
+      `faults that took effect vs planned, after ${events.join(", ")}`,
+    );
 
     // ------------------------------------------------------------------ convergence
     for (const s of slots) s.proxy.mode = "pass";
-    const rootPem = await Deno.readTextFile(rootFile);
     /** The server's view of `s` vs the truth, through the protocol; a list of differences. */
     const differences = async (s: AgentSlot): Promise<string[]> => {
       const crt = await Deno.readTextFile(`${s.dirs.secrets}/relay-client-tls-secret/tls.crt`);
@@ -322,6 +447,7 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
     const st = await server!.stop("SIGTERM");
     assertEquals(st.code, 0, `server exit on SIGTERM: ${JSON.stringify(st)}`);
     console.log(`chaos: ${events.length} events: ${events.join(", ")}`);
+    console.log(`chaos: faults that took effect: ${JSON.stringify(Object.fromEntries(took))}`);
   } finally {
     for (const s of slots) {
       await s.proc?.kill9();
