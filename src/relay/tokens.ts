@@ -91,6 +91,12 @@ export interface TokenAuthorityOptions {
    */
   sharedTokenReader?: SecretReader;
   randomBytes?: RandomBytes;
+  /**
+   * @internal How secrets are compared; the server never sets it ({@linkcode constantTimeEqual}). It
+   * exists so the timing test can run its statistic on a deliberately leaky comparison through the same
+   * `check` path, which proves the statistic would see a leak there.
+   */
+  compareSecrets?: (a: string, b: string) => boolean;
 }
 
 /** Options of {@linkcode TokenAuthority.check}. */
@@ -110,11 +116,13 @@ export class TokenAuthority {
   #store: SecretStore;
   #shared: SecretReader;
   #randomBytes: RandomBytes;
+  #equal: (a: string, b: string) => boolean;
 
   constructor(opts: TokenAuthorityOptions) {
     this.#store = opts.store;
     this.#shared = opts.sharedTokenReader ?? opts.store;
     this.#randomBytes = opts.randomBytes ?? cryptoRandomBytes;
+    this.#equal = opts.compareSecrets ?? constantTimeEqual;
   }
 
   /** The shared token, or undefined when the server has none (then only per-cluster tokens work). */
@@ -187,7 +195,7 @@ export class TokenAuthority {
     const shared = await this.sharedToken();
     // Always do the shared comparison, even for per-cluster-shaped tokens, so timing does not tell
     // the two paths apart before the store lookup.
-    const sharedOk = constantTimeEqual(token, shared ?? "\u0000no shared token");
+    const sharedOk = this.#equal(token, shared ?? "\u0000no shared token");
     if (shared && sharedOk) return { cluster, kind: "shared" };
     const m = PER_CLUSTER.exec(token);
     if (!m) throw new AuthenticationError("invalid bootstrap token");
@@ -196,7 +204,7 @@ export class TokenAuthority {
     const rec = await this.#store.get(name);
     const info = rec && parseRecord(id, rec.data);
     const stored = rec?.data.sha256 ? dec.decode(rec.data.sha256) : "";
-    if (!rec || !info || !constantTimeEqual(tokenHash(secret), stored)) {
+    if (!rec || !info || !this.#equal(tokenHash(secret), stored)) {
       throw new AuthenticationError("invalid bootstrap token");
     }
     if (info.expiresAt.getTime() <= opts.now.getTime()) {

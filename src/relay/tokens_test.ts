@@ -32,6 +32,53 @@ Deno.test("constantTimeEqual compares whole values of any length", async (t) => 
   }
 });
 
+Deno.test("check compares through compareSecrets: the shared token as is, per-cluster secrets only hashed", async (t) => {
+  const store = new MemorySecretStore();
+  await store.put(IDENTITY_TOKEN_SECRET, { token: new TextEncoder().encode("shared-secret-value") });
+  const seen: [string, string][] = [];
+  const auth = new TokenAuthority({
+    store,
+    compareSecrets: (a, b) => {
+      seen.push([a, b]);
+      return constantTimeEqual(a, b);
+    },
+  });
+  const { token } = await auth.create("c1", { now: NOW, ttlMs: HOUR });
+  const secret = token.split(".")[2];
+  const wrong = token.slice(0, -1) + (token.endsWith("A") ? "B" : "A");
+  const cases: { name: string; token: string; ok: boolean; want: [string, string][] }[] = [
+    {
+      name: "shared",
+      token: "shared-secret-value",
+      ok: true,
+      want: [["shared-secret-value", "shared-secret-value"]],
+    },
+    {
+      name: "per-cluster",
+      token,
+      ok: true,
+      want: [[token, "shared-secret-value"], [tokenHash(secret), tokenHash(secret)]],
+    },
+    {
+      name: "per-cluster, wrong secret",
+      token: wrong,
+      ok: false,
+      want: [[wrong, "shared-secret-value"], [tokenHash(wrong.split(".")[2]), tokenHash(secret)]],
+    },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, async () => {
+      seen.length = 0;
+      const ok = await auth.check(c.token, "c1", { now: NOW, consume: false }).then(() => true, (e) => {
+        assert(e instanceof AuthenticationError, String(e));
+        return false;
+      });
+      assertEquals(ok, c.ok);
+      assertEquals(seen, c.want);
+    });
+  }
+});
+
 Deno.test("shared token: accepted for any cluster name, read from the store on every check", async () => {
   const store = new MemorySecretStore();
   const auth = new TokenAuthority({ store });
