@@ -1,10 +1,15 @@
+import type net from "node:net";
 import { InvalidInputError } from "../errors.ts";
-import { assertEquals, assertThrows } from "../testing/assert.ts";
+import { memoryLogger } from "../log.ts";
+import { assert, assertEquals, assertThrows } from "../testing/assert.ts";
 import {
   ConnectionCounter,
   DEFAULT_CONNECTION_LIMITS,
+  grpcLimitOptions,
+  LimitedListener,
   resolveConnectionLimits,
 } from "./connection_limits.ts";
+import { MetricsRegistry } from "./metrics.ts";
 
 Deno.test("ConnectionCounter: per-peer and total limits, release, 0 is unlimited", async (t) => {
   await t.step("per peer", () => {
@@ -43,5 +48,100 @@ Deno.test("resolveConnectionLimits: defaults and refusals", () => {
     }]
   ) {
     assertThrows(() => resolveConnectionLimits(bad), InvalidInputError);
+  }
+});
+
+Deno.test("grpcLimitOptions: streams always, the idle timeout only when set", async (t) => {
+  const cases: { name: string; limits: Parameters<typeof resolveConnectionLimits>[0]; want: object }[] = [
+    {
+      name: "defaults",
+      limits: {},
+      want: { "grpc.max_concurrent_streams": 100, "grpc.max_connection_idle_ms": 300_000 },
+    },
+    {
+      name: "set",
+      limits: { maxStreamsPerConnection: 7, idleTimeoutMs: 2000 },
+      want: { "grpc.max_concurrent_streams": 7, "grpc.max_connection_idle_ms": 2000 },
+    },
+    // grpc-js reads a present 0 as "close at once"; absent is its "never".
+    { name: "no idle timeout", limits: { idleTimeoutMs: 0 }, want: { "grpc.max_concurrent_streams": 100 } },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, () => assertEquals(grpcLimitOptions(resolveConnectionLimits(c.limits)), c.want));
+  }
+});
+
+async function waitUntil(what: string, cond: () => boolean): Promise<void> {
+  const end = Date.now() + 10_000;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Whether the listener closed `c` (EOF or reset) rather than keeping it. */
+async function closedByServer(c: Deno.TcpConn): Promise<boolean> {
+  try {
+    return (await c.read(new Uint8Array(1))) === null;
+  } catch {
+    return true;
+  }
+}
+
+Deno.test("LimitedListener: closes over-limit connections at accept, warns once per peer and minute", async (t) => {
+  let now = 0;
+  const log = memoryLogger();
+  const metrics = new MetricsRegistry();
+  const accepted: net.Socket[] = [];
+  const l = await LimitedListener.listen({
+    host: "127.0.0.1",
+    port: 0,
+    limits: resolveConnectionLimits({ maxConnectionsPerPeer: 2, maxConnections: 0 }),
+    inject: (s) => accepted.push(s),
+    log,
+    metrics,
+    now: () => now,
+  });
+  const clients: Deno.TcpConn[] = [];
+  const connect = async () => {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: l.port });
+    clients.push(c);
+    return c;
+  };
+  const warnings = () => log.lines.filter((x) => String(x.msg).startsWith("connection refused")).length;
+  const refused = () =>
+    /meshrelay_connections_refused_total\{limit="per_peer"\} (\d+)/.exec(metrics.render())?.[1];
+  try {
+    await t.step("within the limit: handed on", async () => {
+      await connect();
+      await connect();
+      await waitUntil("two handed on", () => accepted.length === 2);
+    });
+    await t.step("over it: closed at once, counted, one warning", async () => {
+      assert(await closedByServer(await connect()));
+      assert(await closedByServer(await connect()));
+      assertEquals([accepted.length, refused(), warnings()], [2, "2", 1]);
+    });
+    await t.step("within the minute: still one warning; after it, another", async () => {
+      now += 60_000;
+      assert(await closedByServer(await connect()));
+      assertEquals(warnings(), 1);
+      now += 1;
+      assert(await closedByServer(await connect()));
+      assertEquals([refused(), warnings()], ["4", 2]);
+    });
+    await t.step("a closed connection gives its slot back", async () => {
+      accepted[0].destroy();
+      await waitUntil("slot released", () => l.counter.of("127.0.0.1") === 1);
+      await connect();
+      await waitUntil("handed on again", () => accepted.length === 3);
+    });
+  } finally {
+    for (const c of clients) {
+      try {
+        c.close();
+      } catch { /* closed by the server */ }
+    }
+    await l.close();
   }
 });
