@@ -23,6 +23,7 @@ import {
   LimitedListener,
   resolveConnectionLimits,
 } from "./connection_limits.ts";
+import { refusalLogInterceptor } from "./grpc_refusals.ts";
 import { type HttpEndpoints, Readiness, serveHttpEndpoints } from "./http_endpoints.ts";
 import {
   DEFAULT_CLIENT_CERT_TTL_MS,
@@ -280,6 +281,8 @@ export class RelayServer {
       "grpc.keepalive_time_ms": 60_000,
       "grpc.keepalive_timeout_ms": 20_000,
       ...grpcLimitOptions(limits),
+      // A unary call grpc-js refuses before our handler runs gets one log line (grpc_refusals.ts).
+      interceptors: [refusalLogInterceptor(o.log)],
     });
     const handlers = new IdentityHandlers({
       store,

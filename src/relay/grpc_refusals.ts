@@ -1,0 +1,90 @@
+/**
+ * One warning line for each unary call that ends with a non-OK status our handler did not produce, and a
+ * clear status for a unary call whose request message never arrived whole.
+ *
+ * Why: grpc-js refuses some input itself, before any handler runs (a message over --max-message-bytes,
+ * a compression it does not support, a bad `grpc-timeout`), and nothing reached our log: an operator saw
+ * agents fail with no line on the server. And a unary call whose only message is missing or cut short
+ * (HTTP/2 stream ended mid-frame) got grpc-js's UNIMPLEMENTED "Received no request message for server
+ * streaming method …", which sends one looking for a method that does not exist; it is bad input, so
+ * it gets INVALID_ARGUMENT here, as does a second request message on a unary call.
+ *
+ * How grpc-js's own statuses are seen: it sends them from its base call, beneath every interceptor, by
+ * calling that call's own `sendStatus`; the interceptor wraps that method on the call it is given (the
+ * base call: ours is the server's only interceptor), and a status that did not come down from the
+ * handler through the interceptor is one grpc-js made. This relies on grpc-js calling `this.sendStatus`
+ * internally (true of 1.14, which deno.lock pins); if that changed the lines would go missing
+ * (grpc_refusals_test.ts and tests/hostile_rpc_test.ts notice), calls would not fail.
+ *
+ * Streaming methods (Sync) pass through untouched, and unlogged for grpc-js's own refusals: the server
+ * holds thousands of long-lived Sync streams and is memory-bound, and wrapping a call means objects
+ * that live as long as it. Sync's handler logs the refusals it makes itself.
+ *
+ * A deadline that passes is the client's own limit, not bad input, and a storm of them under load
+ * would be a storm of warnings: it is logged at debug level. A call the client cancels gets no status
+ * and no line.
+ * @module
+ */
+import * as grpc from "@grpc/grpc-js";
+import { GrpcStatus } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { peerAddress } from "./rate_limit.ts";
+
+/** `msg` of the line logged for a unary call refused by grpc-js or by this interceptor. */
+export const REFUSED_BEFORE_HANDLER = "call refused before its handler ran";
+/** Details of the status a unary call without one whole request message gets. */
+export const MISSING_REQUEST_DETAILS = "the request message is missing or cut short";
+/** Details of the status a unary call with more than one request message gets. */
+export const EXTRA_REQUEST_DETAILS = "a unary call takes exactly one request message";
+
+/** The server interceptor described in the module comment; logs through `log`. */
+export function refusalLogInterceptor(log: Logger): grpc.ServerInterceptor {
+  const l = log.child({ component: "grpc" });
+  return (method, call) => {
+    if (method.requestStream || method.responseStream) {
+      // No wrapper at all (see the module comment). grpc-js chains interceptors by calling each with the
+      // previous call and only ever uses the result through the call interface the base call implements.
+      return call as unknown as grpc.ServerInterceptingCall;
+    }
+    let fromHandler = false;
+    let logged = false;
+    let received = false;
+    let cancelled = false;
+    const send = call.sendStatus.bind(call);
+    call.sendStatus = (status) => {
+      if (!fromHandler && !logged && status.code !== GrpcStatus.OK) {
+        logged = true;
+        const level = status.code === GrpcStatus.DEADLINE_EXCEEDED ? "debug" : "warn";
+        l[level](REFUSED_BEFORE_HANDLER, {
+          method: method.path,
+          peer: peerAddress(call.getPeer()),
+          code: status.code,
+          error: status.details ?? "",
+        });
+      }
+      send(status);
+    };
+    const refuse = (details: string) => call.sendStatus({ code: GrpcStatus.INVALID_ARGUMENT, details });
+    return new grpc.ServerInterceptingCall(call, {
+      start: (next) =>
+        next({
+          onReceiveMessage: (message, next) => {
+            if (received) return refuse(EXTRA_REQUEST_DETAILS);
+            received = true;
+            next(message);
+          },
+          onReceiveHalfClose: (next) => {
+            if (received) return next();
+            // Under Deno a client's RST_STREAM reaches grpc-js as the end of the stream, with the
+            // cancellation after it: a turn later, a reset call is known as one and not refused as cut short.
+            setTimeout(() => cancelled || refuse(MISSING_REQUEST_DETAILS), 0);
+          },
+          onCancel: () => cancelled = true,
+        }),
+      sendStatus: (status, next) => {
+        fromHandler = true;
+        next(status);
+      },
+    });
+  };
+}
