@@ -9,21 +9,27 @@
  *    identity on the same folder (what a restarted process does) must come back at once with a
  *    working identity — the old certificate or the new one, never none — without needing the
  *    bootstrap token for a renewal, and the server must accept it on a Sync stream.
- * 2. At random points (real processes): a `meshrelay agent` with a 3-second client certificate
- *    lifetime (so it renews every ~2 s) is killed with SIGKILL at random moments, over and over;
- *    after each restart it gets back in sync with the server, with a valid certificate.
+ * 2. Real processes: a `meshrelay agent` with a 3-second client certificate lifetime (so it renews
+ *    every ~1-1.5 s) is killed with SIGKILL over and over, alternately at a random moment and aimed
+ *    at a renewal: with its link to the server slowed, right after the server logs that it signed the
+ *    renewal, while the answer is still on the wire. Each aimed kill must have landed inside the
+ *    renewal (the killed agent never said it had the new pair); after each restart the agent gets back
+ *    in sync with the server, with a valid certificate.
  */
 import { systemClock } from "../src/clock.ts";
 import { nullLogger } from "../src/log.ts";
+import { parseCertificates } from "../src/pki/mod.ts";
 import type { CertificateResponse } from "../src/proto/mod.ts";
 import { AgentIdentity, type ClientCredentials, RelayServer } from "../src/relay/mod.ts";
 import { grpcIdentityTransport } from "../src/relay/identity_transport.ts";
 import type { IdentityTransport } from "../src/relay/agent_identity.ts";
 import { DirectoryConfigSource } from "../src/state/mod.ts";
 import { FileSecretStore, MemorySecretStore, type SecretStore } from "../src/store/mod.ts";
+import { FaultProxy } from "../src/testing/fault_proxy.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
 import {
   freePort,
+  type LogLine,
   type Proc,
   rawSyncFirstMessage,
   sleep,
@@ -259,6 +265,9 @@ Deno.test("rotation crash safety: an agent killed at random moments of its renew
     "--client-cert-ttl",
     "3s",
   ], "rotation-server");
+  // Between agent and server, so a renewal's answer can be made to take long enough to kill the agent
+  // while it is on the wire: ~1.5 KB at 128 bytes per 20 ms is ~250 ms, a renewal otherwise lasts a few.
+  const proxy = await FaultProxy.start({ targetPort: port, slowSliceBytes: 128, slowDelayMs: 20 });
   let agent: Proc | undefined;
   const agentDir = `${ws.dir}/agent`;
   await Deno.mkdir(`${agentDir}/discovery`, { recursive: true });
@@ -271,7 +280,7 @@ Deno.test("rotation crash safety: an agent killed at random moments of its renew
       "--cluster",
       "cluster-1",
       "--server-address",
-      `127.0.0.1:${port}`,
+      `127.0.0.1:${proxy.port}`,
       "--root-ca",
       `${secrets}/relay-root-tls-secret/ca.crt`,
       "--token",
@@ -290,17 +299,49 @@ Deno.test("rotation crash safety: an agent killed at random moments of its renew
       "--identity-poll-interval",
       "500ms",
     ], name);
+  const renewedBy = (p: Proc) =>
+    p.lines.filter((l) => l.msg === "client certificate renewed").map((l) => String(l.serial));
   const r = seeded(7);
   try {
     agent = start("rotation-agent-0");
     await agent.waitForLine((l) => l.msg === "in sync with the server", "first sync", 30_000);
     let renewalsSeen = 0;
+    /** Serials the server issued by Renew whose agent was killed before it had them (stored and said so). */
+    const interrupted: string[] = [];
     for (let i = 1; i <= 8; i++) {
-      // Somewhere within a renewal period (~1.5-2.1 s with TTL 3 s, grace 0.5, jitter 0.2).
-      await sleep(300 + r.int(2500));
-      renewalsSeen += agent.lines.filter((l) => l.msg === "client certificate renewed").length;
-      const st = await agent.kill9();
-      assertEquals(st.signal, "SIGKILL", `agent ended on its own before kill ${i}: ${JSON.stringify(st)}`);
+      if (i % 2 === 1) {
+        // Somewhere within a renewal period (~0.9-1.5 s with TTL 3 s, grace 0.5, jitter 0.2).
+        await sleep(300 + r.int(2500));
+        const st = await agent.kill9();
+        assertEquals(st.signal, "SIGKILL", `agent ended on its own before kill ${i}: ${JSON.stringify(st)}`);
+      } else {
+        // Aimed: the server has signed the renewal, its answer crawls through the slow link, and the
+        // agent dies before it can store the new pair (the real-process "killed mid-renewal").
+        const from = server.mark;
+        proxy.mode = "slow";
+        const issuedLine = (l: LogLine) =>
+          l.msg === "issued client certificate" && l.rpc === "renew" && l.cluster === "cluster-1";
+        const end = Date.now() + 10_000;
+        let issued: LogLine | undefined;
+        while (!issued && Date.now() < end && !agent.exited) {
+          issued = server.lines.slice(from).find(issuedLine);
+          if (!issued) await sleep(5);
+        }
+        const st = await agent.kill9();
+        proxy.mode = "pass";
+        assertEquals(st.signal, "SIGKILL", `agent ended on its own before kill ${i}: ${JSON.stringify(st)}`);
+        assert(issued, `no renewal issued within 10 s before kill ${i}`);
+        // The killed agent's lines are all read (kill9 waits for them): it never said it had the new pair.
+        if (!renewedBy(agent).includes(String(issued.serial))) {
+          // Killed inside the store's swap, the folder may be moved away: the restart recovers it.
+          const onDisk = await Deno.readTextFile(`${agentDir}/secrets/${SECRET}/tls.crt`).then(
+            (pem) => parseCertificates(pem, "the agent's tls.crt")[0].serialNumber.toLowerCase(),
+            () => "none",
+          );
+          interrupted.push(`${issued.serial} (on disk: ${onDisk === issued.serial ? "it" : onDisk})`);
+        }
+      }
+      renewalsSeen += renewedBy(agent).length;
       agent = start(`rotation-agent-${i}`);
       await agent.waitForLine(
         (l) => l.msg === "in sync with the server",
@@ -309,11 +350,15 @@ Deno.test("rotation crash safety: an agent killed at random moments of its renew
       );
     }
     assert(renewalsSeen > 0, "the kills landed among renewals");
+    // Every aimed kill (4) must have landed between the server signing and the agent having the pair.
+    assertEquals(interrupted.length, 4, `kills inside a renewal: ${interrupted}`);
+    console.log(`rotation: renewals signed by the server, agent killed before it had them: ${interrupted}`);
     assertEquals(server.exited, undefined);
     const st = await agent.stop("SIGTERM");
     assertEquals(st.code, 0);
   } finally {
     await agent?.kill9();
+    await proxy.close();
     await server.stop("SIGTERM");
     await ws.cleanup();
   }
