@@ -108,6 +108,8 @@ Deno.test("refusalLogInterceptor: one line per unary call refused before its han
     details?: RegExp;
     /** Level of the one line logged; absent: no line. */
     line?: "warn" | "debug";
+    /** The code in that line, when the client cannot read it (default: `code`). */
+    lineCode?: number;
   }[] = [
     { name: "one whole message: the handler answers, no line", chunks: [msg("hi")], code: GrpcStatus.OK },
     {
@@ -167,9 +169,12 @@ Deno.test("refusalLogInterceptor: one line per unary call refused before its han
       line: "debug",
     },
     {
-      name: "the client resets the stream: no status, no line",
+      // Under Deno the server sees the stream end before the reset (grpc_refusals.ts): cut short.
+      name: "the client resets the stream mid-message: it reads no status, one line",
       chunks: [frame(new Uint8Array(5), 9)],
       reset: true,
+      line: "warn",
+      lineCode: GrpcStatus.INVALID_ARGUMENT,
     },
     {
       name: "a streaming method: grpc-js's status, no line (streams are not wrapped)",
@@ -195,8 +200,10 @@ Deno.test("refusalLogInterceptor: one line per unary call refused before its han
         }
         assertEquals(lines.length, 1, JSON.stringify(lines));
         const [l] = lines;
-        assertEquals([l.level, l.method, l.peer, l.code], [c.line, path, "127.0.0.1", c.code]);
-        assertEquals(l.error, r.details);
+        assertEquals([l.level, l.method, l.code], [c.line, path, c.lineCode ?? c.code]);
+        // A reset stream has left its connection by the time it is refused: its peer is not known.
+        assertEquals(l.peer, c.reset ? "unknown" : "127.0.0.1");
+        if (!c.reset) assertEquals(l.error, r.details);
       });
     }
     await t.step("streaming methods get the call itself back: no per-stream object", () => {
