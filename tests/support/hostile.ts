@@ -23,6 +23,7 @@ const method = (path: string, stream: boolean) => ({
 export const RawRelayClient = grpc.makeGenericClientConstructor({
   bootstrap: method("/meshrelay.relay.v1.Identity/Bootstrap", false),
   renew: method("/meshrelay.relay.v1.Identity/Renew", false),
+  signMeshCa: method("/meshrelay.relay.v1.Identity/SignMeshCa", false),
   sync: method("/meshrelay.relay.v1.Relay/Sync", true),
 }, "RawRelay");
 
@@ -52,6 +53,7 @@ type UnaryRaw = (
 export type Raw = grpc.Client & {
   bootstrap: UnaryRaw;
   renew: UnaryRaw;
+  signMeshCa: UnaryRaw;
   sync: (md: grpc.Metadata, opts: grpc.CallOptions) => grpc.ClientDuplexStream<Buffer, Buffer>;
 };
 
@@ -75,8 +77,11 @@ export function rawClient(port: number, rootPem: string, client?: ClientPair, ho
   }) as unknown as Raw;
 }
 
+/** The unary RPCs of the raw client. */
+export type UnaryRpc = "bootstrap" | "renew" | "signMeshCa";
+
 /** One unary call with raw bytes. */
-export function rawUnary(c: Raw, rpc: "bootstrap" | "renew", body: Uint8Array): Promise<RawResult> {
+export function rawUnary(c: Raw, rpc: UnaryRpc, body: Uint8Array): Promise<RawResult> {
   return new Promise((resolve) => {
     c[rpc](Buffer.from(body), new grpc.Metadata(), { deadline: Date.now() + 20_000 }, (e, r) => {
       if (e) resolve({ code: e.code, details: e.details });
@@ -113,6 +118,61 @@ export function rawSync(
       s.end();
     }
   });
+}
+
+/** What the server sent on a raw HTTP/2 stream: its grpc-status (none when it sent none). */
+export interface FrameResult {
+  code?: number;
+  details: string;
+}
+
+/**
+ * A gRPC call below any gRPC client, on its own HTTP/2 connection (TLS, the client certificate if
+ * given): writes `chunks` as they are (length prefixes and all, so they can lie), then ends the stream,
+ * or resets it (RST_STREAM CANCEL) after `resetAfterMs`. Resolves with the status the server sent.
+ */
+export async function rawFrames(
+  port: number,
+  rootPem: string,
+  client: ClientPair | undefined,
+  path: string,
+  chunks: Uint8Array[],
+  opts: { resetAfterMs?: number } = {},
+): Promise<FrameResult> {
+  const http2 = await import("node:http2");
+  const session = http2.connect(`https://localhost:${port}`, {
+    ca: rootPem,
+    ...(client ? { cert: client.certPem, key: client.keyPem } : {}),
+  });
+  session.on("error", () => {});
+  return await withTimeout(
+    new Promise<FrameResult>((resolve) => {
+      const req = session.request({
+        ":method": "POST",
+        ":path": path,
+        "content-type": "application/grpc",
+        "te": "trailers",
+      });
+      const out: FrameResult = { details: "" };
+      const read = (h: Record<string, unknown>) => {
+        if (h["grpc-status"] !== undefined) out.code = Number(h["grpc-status"]);
+        if (h["grpc-message"] !== undefined) out.details = decodeURIComponent(String(h["grpc-message"]));
+      };
+      req.on("response", read);
+      req.on("trailers", read);
+      req.on("data", () => {});
+      req.on("error", () => resolve(out));
+      req.on("close", () => resolve(out));
+      for (const c of chunks) req.write(Buffer.from(c));
+      if (opts.resetAfterMs !== undefined) {
+        setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), opts.resetAfterMs);
+      } else {
+        req.end();
+      }
+    }),
+    15_000,
+    `raw HTTP/2 call to ${path}`,
+  ).finally(() => session.destroy());
 }
 
 /** Deterministic random numbers (a test's sequence reproduces from its seed). */
