@@ -7,15 +7,41 @@
  * INVALID_ARGUMENT or PERMISSION_DENIED, logs one warning line, and issues nothing; the well-formed
  * controls are issued, and openssl verifies what came back as a client certificate for the cluster
  * and nothing more.
+ *
+ * The same for Identity.SignMeshCa (the Istio intermediate CA of the caller's cluster, over mTLS), whose
+ * policy differs: it signs a CA (CA:true, pathLen 0, whatever pathLen the CSR asks for), so a CSR asking
+ * for CA:true is a control there; the CSR must ask for exactly `istiod.istio-system.svc`; the subject
+ * names the caller's cluster; and the key must be one Istio's plug-in CA takes (RSA >= 2048, P-256,
+ * P-384: Ed25519, which client certificates may use, is refused). "Signed what it should not" there
+ * means: for no client certificate, for other names, a weak or unusable key, a bad signature, or with
+ * anything but pathLen 0 — each counted exactly by meshrelay_istio_ca_certificates_issued_total.
  */
 import { Buffer } from "node:buffer";
 import { GrpcStatus } from "../src/errors.ts";
+import { parseCertificates } from "../src/pki/mod.ts";
+import { readBasicConstraints, readExtKeyUsage } from "../src/pki/extensions.ts";
 import { IdentityService } from "../src/proto/mod.ts";
+import { ISTIOD_SAN } from "../src/relay/mesh_ca.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
 import { localServerArgs, metricValue, startServer, workspace } from "./relay_e2e_harness.ts";
-import { mutate, rawClient, rawUnary, secretText, seeded } from "./support/hostile.ts";
+import {
+  bootstrapPair,
+  mutate,
+  rawClient,
+  type RawResult,
+  rawUnary,
+  secretText,
+  seeded,
+} from "./support/hostile.ts";
 
 const CLUSTER = "cluster-2";
+/** Serves every cluster, with a root the server generates in its own store. */
+const ROOT_TRUST_POLICY = `apiVersion: meshrelay.io/v1alpha1
+kind: RootTrustPolicy
+metadata: { name: hostile-mesh }
+spec:
+  mgmtServerCa: { generated: {} }
+`;
 
 async function openssl(args: string[], cwd: string): Promise<string> {
   const out = await new Deno.Command("openssl", { args, cwd, stdout: "piped", stderr: "piped" }).output();
@@ -56,6 +82,7 @@ const SAN = (s: string) => ["-addext", `subjectAltName=${s}`];
 
 Deno.test("hostile CSRs: refused with the right status, nothing signed that should not be", async (t) => {
   const ws = await workspace("hostile-csr");
+  await Deno.writeTextFile(`${ws.config}/root-trust.yaml`, ROOT_TRUST_POLICY);
   const secrets = `${ws.dir}/secrets`;
   const { proc, port, metricsPort } = await startServer([
     ...localServerArgs(ws.config, { metrics: true }),
@@ -64,17 +91,25 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
     "--bootstrap-failure-burst",
     "100000",
   ], "hostile-csr-server");
-  const anon = { close() {} } as { close(): void };
+  const clients: { close(): void }[] = [];
   try {
     const rootPem = await secretText(secrets, "relay-root-tls-secret", "ca.crt");
     const token = await secretText(secrets, "relay-identity-token-secret", "token");
     const client = rawClient(port, rootPem);
-    anon.close = () => client.close();
+    // SignMeshCa takes the cluster from a client certificate: cluster-2's, bootstrapped the agent's way.
+    const authed = rawClient(port, rootPem, await bootstrapPair(port, rootPem, token, CLUSTER));
+    clients.push(client, authed);
     const bootstrap = (csrPem: string) =>
       rawUnary(
         client,
         "bootstrap",
         IdentityService.bootstrap.requestSerialize({ token, cluster: CLUSTER, csrPem }),
+      );
+    const signMeshCa = (csrPem: string, anonymous = false) =>
+      rawUnary(
+        anonymous ? client : authed,
+        "signMeshCa",
+        IdentityService.signMeshCa.requestSerialize({ csrPem }),
       );
     const dir = `${ws.dir}/csr`;
     await Deno.mkdir(dir);
@@ -103,19 +138,51 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
       ["explicit-p256", [...P256, "-pkeyopt", "ec_param_enc:explicit"], SAN(`DNS:${CLUSTER}`)],
       ["ed448", ["-algorithm", "ED448"], SAN(`DNS:${CLUSTER}`)],
     ];
+    // SignMeshCa's: "mesh-control-*" are signed, every other "mesh-*" refused.
+    const ISTIOD = SAN(`DNS:${ISTIOD_SAN}`);
+    const meshSpecs: [string, string[], string[]][] = [
+      ["mesh-control-p256", P256, ISTIOD],
+      ["mesh-control-rsa2048", ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], ISTIOD],
+      ["mesh-control-p384", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"], ISTIOD],
+      ["mesh-control-ca-true", P256, [...ISTIOD, "-addext", "basicConstraints=critical,CA:TRUE"]],
+      ["mesh-control-pathlen-5", P256, [...ISTIOD, "-addext", "basicConstraints=critical,CA:TRUE,pathlen:5"]],
+      ["mesh-cluster-name", P256, SAN(`DNS:${CLUSTER}`)],
+      ["mesh-other-istiod", P256, SAN("DNS:istiod.other.svc")],
+      ["mesh-extra-dns", P256, SAN(`DNS:${ISTIOD_SAN},DNS:evil.example.com`)],
+      ["mesh-ip-san", P256, SAN(`DNS:${ISTIOD_SAN},IP:127.0.0.1`)],
+      ["mesh-uri-san", P256, SAN(`DNS:${ISTIOD_SAN},URI:spiffe://cluster.local/ns/x/sa/y`)],
+      ["mesh-email-san", P256, SAN(`DNS:${ISTIOD_SAN},email:root@example.com`)],
+      ["mesh-wildcard", P256, SAN("DNS:*.istio-system.svc")],
+      ["mesh-no-san", P256, []],
+      ["mesh-sha1", P256, [...ISTIOD, "-sha1"]],
+      ["mesh-rsa1024", ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"], ISTIOD],
+      ["mesh-secp256k1", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp256k1"], ISTIOD],
+      ["mesh-brainpool", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:brainpoolP256r1"], ISTIOD],
+      ["mesh-explicit-p256", [...P256, "-pkeyopt", "ec_param_enc:explicit"], ISTIOD],
+      ["mesh-ed448", ["-algorithm", "ED448"], ISTIOD],
+      // Fine for a client certificate, not for Istio's plug-in CA.
+      ["mesh-ed25519", ["-algorithm", "ED25519"], ISTIOD],
+    ];
     const csrs = new Map(
-      await Promise.all(specs.map(async ([n, k, e]) => [n, await opensslCsr(dir, n, k, e)] as const)),
+      await Promise.all(
+        [...specs, ...meshSpecs].map(async ([n, k, e]) => [n, await opensslCsr(dir, n, k, e)] as const),
+      ),
     );
     const issuedBefore = await metricValue(metricsPort!, "meshrelay_client_certificates_issued_total");
+    const meshIssuedBefore = await metricValue(metricsPort!, "meshrelay_istio_ca_certificates_issued_total");
     let refused = 0;
-    const refuse = async (what: string, csrPem: string) => {
-      const r = await bootstrap(csrPem);
-      assert(
-        r.code === GrpcStatus.INVALID_ARGUMENT || r.code === GrpcStatus.PERMISSION_DENIED,
-        `${what}: ${r.code} ${r.details}`,
-      );
+    let meshRefused = 0;
+    const refusedWith = (what: string, r: RawResult, codes: number[]) => {
+      assert(codes.includes(r.code), `${what}: ${r.code} ${r.details}`);
       assert(!r.response, `${what}: got a response`);
+    };
+    const refuse = async (what: string, csrPem: string) => {
+      refusedWith(what, await bootstrap(csrPem), [GrpcStatus.INVALID_ARGUMENT, GrpcStatus.PERMISSION_DENIED]);
       refused++;
+    };
+    const refuseMesh = async (what: string, csrPem: string, codes: number[]) => {
+      refusedWith(what, await signMeshCa(csrPem), codes);
+      meshRefused++;
     };
 
     await t.step("controls are issued: a client certificate for the cluster only", async () => {
@@ -180,19 +247,98 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
       await refuse("wrong label", csrs.get("control-p256")!.replaceAll("CERTIFICATE REQUEST", "CERTIFICATE"));
     });
 
+    await t.step(
+      "SignMeshCa controls: an Istio intermediate for the caller's cluster, pathLen 0",
+      async () => {
+        for (const [name] of meshSpecs.filter(([n]) => n.startsWith("mesh-control-"))) {
+          const r = await signMeshCa(csrs.get(name)!);
+          assertEquals(r.code, GrpcStatus.OK, `${name}: ${r.details}`);
+          const resp = IdentityService.signMeshCa.responseDeserialize(r.response!);
+          const [cert] = parseCertificates(resp.certificatePem, name);
+          const [istioRoot] = parseCertificates(resp.caPem, `${name} root`);
+          // The subject is ours, naming the caller's cluster (the CSR's says CN=cluster-2).
+          assertEquals(cert.subject, `O=Istio, CN=Intermediate CA, L=${CLUSTER}`);
+          assertEquals(istioRoot.subject, "O=Istio, CN=Root CA");
+          assertEquals(cert.issuer, istioRoot.subject, `${name}: signed by the RootTrustPolicy's root`);
+          assert(resp.caPem.trim() !== rootPem.trim(), `${name}: signed by the relay's own CA`);
+          const bc = readBasicConstraints(cert);
+          assertEquals([bc?.ca, bc?.pathLength, bc?.critical], [true, 0, true], `${name}: basicConstraints`);
+          assertEquals(readExtKeyUsage(cert), undefined, `${name}: an intermediate CA has no EKU`);
+          await Deno.writeTextFile(`${dir}/${name}.crt`, resp.certificatePem);
+          await Deno.writeTextFile(`${dir}/${name}.root`, resp.caPem);
+          const v = await openssl(["verify", "-x509_strict", "-CAfile", `${name}.root`, `${name}.crt`], dir);
+          assert(v.includes("OK"), v);
+          const ext = await openssl(["x509", "-in", `${name}.crt`, "-noout", "-ext", "subjectAltName"], dir);
+          assertEquals(ext.match(/DNS:[^,\s]+/g), [`DNS:${ISTIOD_SAN}`], ext);
+          assert(!/IP Address|URI:|email:/.test(ext), ext);
+          const certKey = await openssl(["x509", "-in", `${name}.crt`, "-noout", "-pubkey"], dir);
+          const csrKey = await openssl(["req", "-in", `${name}.csr`, "-noout", "-pubkey"], dir);
+          assertEquals(certKey, csrKey);
+        }
+      },
+    );
+
+    await t.step("SignMeshCa: foreign names, weak and unusable keys, SHA-1: refused", async () => {
+      for (const [name] of meshSpecs.filter(([n]) => !n.startsWith("mesh-control-"))) {
+        await refuseMesh(name, csrs.get(name)!, [GrpcStatus.INVALID_ARGUMENT, GrpcStatus.PERMISSION_DENIED]);
+      }
+    });
+
+    await t.step(
+      "SignMeshCa: broken signature, random and mutated DER, no client certificate: refused",
+      async () => {
+        const bad = [GrpcStatus.INVALID_ARGUMENT, GrpcStatus.PERMISSION_DENIED];
+        const good = derOf(csrs.get("mesh-control-p256")!);
+        const broken = Uint8Array.from(good);
+        broken[broken.length - 5] ^= 0x40;
+        await refuseMesh("broken signature", pemOf(broken), bad);
+        const r = seeded(12);
+        for (let i = 0; i < 40; i++) {
+          await refuseMesh(`random DER #${i}`, pemOf(r.bytes(1 + r.int(600))), bad);
+        }
+        for (let i = 0; i < 60; i++) {
+          const m = mutate(good, r);
+          if (
+            m.length === good.length && m.every((b, j) => b === good[j])
+          ) continue;
+          await refuseMesh(`mutated DER #${i}`, pemOf(m), bad);
+        }
+        await refuseMesh("not PEM", "hello, I am a certificate request", bad);
+        // A valid CSR without a client certificate: there is no cluster to sign for.
+        const anon = await signMeshCa(csrs.get("mesh-control-p256")!, true);
+        refusedWith("anonymous", anon, [GrpcStatus.UNAUTHENTICATED]);
+        meshRefused++;
+      },
+    );
+
     await t.step("nothing else was issued; one warning line per refusal", async () => {
       const issued = await metricValue(metricsPort!, "meshrelay_client_certificates_issued_total");
       assertEquals(issued - issuedBefore, 3);
-      const lines = proc.lines.filter((l) => l.msg === "bootstrap refused");
-      assertEquals(lines.length, refused);
-      for (const l of lines) {
-        assert(l.reason === "invalid_argument" || l.reason === "permission_denied", JSON.stringify(l));
-        assert(String(l.error).length > 0 && !String(l.error).includes("-----BEGIN"), JSON.stringify(l));
+      const meshIssued = await metricValue(metricsPort!, "meshrelay_istio_ca_certificates_issued_total");
+      assertEquals(
+        meshIssued - meshIssuedBefore,
+        meshSpecs.filter(([n]) => n.startsWith("mesh-control-")).length,
+      );
+      for (
+        const [msg, count] of [["bootstrap refused", refused], ["sign_mesh_ca refused", meshRefused]] as const
+      ) {
+        const lines = proc.lines.filter((l) => l.msg === msg);
+        assertEquals(lines.length, count, msg);
+        for (const l of lines) {
+          assert(
+            ["invalid_argument", "permission_denied", "unauthenticated"].includes(String(l.reason)),
+            JSON.stringify(l),
+          );
+          assert(String(l.error).length > 0 && !String(l.error).includes("-----BEGIN"), JSON.stringify(l));
+        }
       }
+      // Only the anonymous call may be unauthenticated.
+      const unauthenticated = proc.lines.filter((l) => l.reason === "unauthenticated");
+      assertEquals(unauthenticated.map((l) => l.msg), ["sign_mesh_ca refused"]);
       assertEquals(proc.exited, undefined);
     });
   } finally {
-    anon.close();
+    for (const c of clients) c.close();
     const st = await proc.stop("SIGTERM");
     await ws.cleanup();
     assertEquals(st.code, 0);
