@@ -199,7 +199,7 @@ Deno.test("resource exhaustion: handshake timeout, per-peer connections, half-op
           STREAMS,
           "advertised stream limit",
         );
-        for (const id of ids) await h2.request(id, BOOTSTRAP_PATH, false);
+        await h2.requests(ids, BOOTSTRAP_PATH, false);
         await h2.next(() => h2.resets().length >= EXTRA, `${EXTRA} streams reset`);
         await s.realAgentWorks("cluster-2");
         assertEquals(
@@ -227,7 +227,7 @@ Deno.test("resource exhaustion: handshake timeout, per-peer connections, half-op
       held.push(h2);
       await h2.next((f) => f.type === FRAME.SETTINGS && !(f.flags & FLAG.ACK), "SETTINGS");
       // Our acknowledgment goes out before any stream (writes are in order).
-      for (const id of ids) await h2.request(id, BOOTSTRAP_PATH, false).catch(() => {/* closed under us */});
+      await h2.requests(ids, BOOTSTRAP_PATH, false);
       const goaway = await h2.next((f) => f.type === FRAME.GOAWAY, "GOAWAY");
       const v = new DataView(goaway.payload.buffer, goaway.payload.byteOffset);
       const [lastStream, code] = [v.getUint32(0) & 0x7fffffff, v.getUint32(4)];
@@ -409,6 +409,16 @@ interface Frame {
   payload: Uint8Array;
 }
 
+function frame(type: number, flags: number, stream: number, payload: Uint8Array): Uint8Array {
+  const f = new Uint8Array(9 + payload.length);
+  const v = new DataView(f.buffer);
+  v.setUint32(0, payload.length << 8 | type);
+  v.setUint8(4, flags);
+  v.setUint32(5, stream & 0x7fffffff);
+  f.set(payload, 9);
+  return f;
+}
+
 function u32(n: number): Uint8Array<ArrayBuffer> {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setUint32(0, n);
@@ -482,32 +492,32 @@ class RawH2 {
   }
 
   /** Opens stream `id` with a gRPC request's headers; with `complete`, also an empty request message. */
-  async request(id: number, path: string, complete: boolean): Promise<void> {
-    await this.send(
-      FRAME.HEADERS,
-      FLAG.END_HEADERS,
-      id,
-      literalHeaders([
-        [":method", "POST"],
-        [":scheme", "https"],
-        [":path", path],
-        [":authority", "localhost"],
-        ["content-type", "application/grpc"],
-        ["te", "trailers"],
-      ]),
-    );
-    // A gRPC message frame of an empty message: not compressed, length 0.
-    if (complete) await this.send(FRAME.DATA, FLAG.END_STREAM, id, new Uint8Array(5));
+  request(id: number, path: string, complete: boolean): Promise<void> {
+    return this.requests([id], path, complete);
   }
 
-  async send(type: number, flags: number, stream: number, payload = new Uint8Array()): Promise<void> {
-    const f = new Uint8Array(9 + payload.length);
-    const v = new DataView(f.buffer);
-    v.setUint32(0, payload.length << 8 | type);
-    v.setUint8(4, flags);
-    v.setUint32(5, stream & 0x7fffffff);
-    f.set(payload, 9);
-    await this.#write(f);
+  /** Opens the streams `ids` in one write, so a server that closes on them cannot cut it short. */
+  requests(ids: number[], path: string, complete: boolean): Promise<void> {
+    const headers = literalHeaders([
+      [":method", "POST"],
+      [":scheme", "https"],
+      [":path", path],
+      [":authority", "localhost"],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+    ]);
+    const frames = ids.flatMap((id) => [
+      frame(FRAME.HEADERS, FLAG.END_HEADERS, id, headers),
+      // A gRPC message frame of an empty message: not compressed, length 0.
+      ...(complete ? [frame(FRAME.DATA, FLAG.END_STREAM, id, new Uint8Array(5))] : []),
+    ]);
+    const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+    frames.reduce((at, f) => (all.set(f, at), at + f.length), 0);
+    return this.#write(all);
+  }
+
+  send(type: number, flags: number, stream: number, payload = new Uint8Array()): Promise<void> {
+    return this.#write(frame(type, flags, stream, payload));
   }
 
   /** The first frame (or state, for a predicate ignoring its argument) matching `pred`, waited for. */
