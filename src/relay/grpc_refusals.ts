@@ -48,6 +48,9 @@ export function refusalLogInterceptor(log: Logger): grpc.ServerInterceptor {
       // previous call and only ever uses the result through the call interface the base call implements.
       return call as unknown as grpc.ServerInterceptingCall;
     }
+    // Read now, while the connection is surely open: by the time a reset stream gets its status the
+    // socket may be gone and grpc-js answers "unknown".
+    const peer = peerAddress(call.getPeer());
     let fromHandler = false;
     let logged = false;
     let received = false;
@@ -58,7 +61,7 @@ export function refusalLogInterceptor(log: Logger): grpc.ServerInterceptor {
         const level = status.code === GrpcStatus.DEADLINE_EXCEEDED ? "debug" : "warn";
         l[level](REFUSED_BEFORE_HANDLER, {
           method: method.path,
-          peer: peerAddress(call.getPeer()),
+          peer,
           code: status.code,
           error: status.details ?? "",
         });
