@@ -16,19 +16,10 @@ import {
   refusalLogInterceptor,
   REFUSED_BEFORE_HANDLER,
 } from "./grpc_refusals.ts";
+import { rawMethod } from "../testing/raw_method.ts";
 
 const MAX = 1024;
-const identity = (b: Buffer) => b;
-const def = (path: string, stream: boolean) => ({
-  path,
-  requestStream: stream,
-  responseStream: stream,
-  requestSerialize: identity,
-  requestDeserialize: identity,
-  responseSerialize: identity,
-  responseDeserialize: identity,
-});
-const SERVICE = { echo: def("/t.T/Echo", false), chat: def("/t.T/Chat", true) };
+const SERVICE = { echo: rawMethod("/t.T/Echo", false), chat: rawMethod("/t.T/Chat", true) };
 
 /** One gRPC frame (uncompressed) around `body`. */
 function frame(body: Uint8Array, announced = body.length): Buffer {

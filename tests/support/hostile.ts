@@ -7,24 +7,14 @@ import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { createCsr, generateKeyPair, type KeyAlgorithm, privateKeyToPem } from "../../src/pki/mod.ts";
 import { type CertificateResponse, IdentityClient } from "../../src/proto/mod.ts";
-
-const identity = (b: Buffer) => b;
-const method = (path: string, stream: boolean) => ({
-  path,
-  requestStream: stream,
-  responseStream: stream,
-  requestSerialize: identity,
-  requestDeserialize: identity,
-  responseSerialize: identity,
-  responseDeserialize: identity,
-});
+import { rawMethod } from "../../src/testing/raw_method.ts";
 
 /** Every RPC of the relay with raw bytes in and out. */
 export const RawRelayClient = grpc.makeGenericClientConstructor({
-  bootstrap: method("/meshrelay.relay.v1.Identity/Bootstrap", false),
-  renew: method("/meshrelay.relay.v1.Identity/Renew", false),
-  signMeshCa: method("/meshrelay.relay.v1.Identity/SignMeshCa", false),
-  sync: method("/meshrelay.relay.v1.Relay/Sync", true),
+  bootstrap: rawMethod("/meshrelay.relay.v1.Identity/Bootstrap", false),
+  renew: rawMethod("/meshrelay.relay.v1.Identity/Renew", false),
+  signMeshCa: rawMethod("/meshrelay.relay.v1.Identity/SignMeshCa", false),
+  sync: rawMethod("/meshrelay.relay.v1.Relay/Sync", true),
 }, "RawRelay");
 
 /** What a raw call ended with. */
