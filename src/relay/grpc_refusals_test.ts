@@ -17,6 +17,7 @@ import {
   REFUSED_BEFORE_HANDLER,
 } from "./grpc_refusals.ts";
 import { rawMethod } from "../testing/raw_method.ts";
+import { rawCall, type RawCallStatus } from "../testing/raw_h2_call.ts";
 
 const MAX = 1024;
 const SERVICE = { echo: rawMethod("/t.T/Echo", false), chat: rawMethod("/t.T/Chat", true) };
@@ -28,43 +29,17 @@ function frame(body: Uint8Array, announced = body.length): Buffer {
   return Buffer.concat([head, body]);
 }
 
-interface Outcome {
-  /** grpc-status the server sent, or undefined when it sent none. */
-  code?: number;
-  details: string;
-}
-
 /** Sends `chunks` on a raw HTTP/2 stream, then ends it (or resets it), and reads the status. */
 function raw(
   port: number,
   path: string,
   chunks: Buffer[],
   opts: { reset?: boolean; headers?: Record<string, string> } = {},
-): Promise<Outcome> {
+): Promise<RawCallStatus> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   session.on("error", () => {});
-  return new Promise<Outcome>((resolve) => {
-    const req = session.request({
-      ":method": "POST",
-      ":path": path,
-      "content-type": "application/grpc",
-      "te": "trailers",
-      ...opts.headers,
-    });
-    const out: Outcome = { details: "" };
-    const read = (h: http2.IncomingHttpHeaders) => {
-      if (h["grpc-status"] !== undefined) out.code = Number(h["grpc-status"]);
-      if (h["grpc-message"] !== undefined) out.details = decodeURIComponent(String(h["grpc-message"]));
-    };
-    req.on("response", read);
-    req.on("trailers", read);
-    req.on("data", () => {});
-    req.on("error", () => resolve(out));
-    req.on("close", () => resolve(out));
-    for (const c of chunks) req.write(c);
-    if (opts.reset) setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), 50);
-    else req.end();
-  }).finally(() => session.destroy());
+  return rawCall(session, path, chunks, { headers: opts.headers, resetAfterMs: opts.reset ? 50 : undefined })
+    .finally(() => session.destroy());
 }
 
 Deno.test("refusalLogInterceptor: one line per unary call refused before its handler", async (t) => {

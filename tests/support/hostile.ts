@@ -8,6 +8,7 @@ import { Buffer } from "node:buffer";
 import { createCsr, generateKeyPair, type KeyAlgorithm, privateKeyToPem } from "../../src/pki/mod.ts";
 import { type CertificateResponse, IdentityClient } from "../../src/proto/mod.ts";
 import { rawMethod } from "../../src/testing/raw_method.ts";
+import { rawCall, type RawCallStatus } from "../../src/testing/raw_h2_call.ts";
 
 /** Every RPC of the relay with raw bytes in and out. */
 export const RawRelayClient = grpc.makeGenericClientConstructor({
@@ -110,12 +111,6 @@ export function rawSync(
   });
 }
 
-/** What the server sent on a raw HTTP/2 stream: its grpc-status (none when it sent none). */
-export interface FrameResult {
-  code?: number;
-  details: string;
-}
-
 /**
  * A gRPC call below any gRPC client, on its own HTTP/2 connection (TLS, the client certificate if
  * given): writes `chunks` as they are (length prefixes and all, so they can lie), then ends the stream,
@@ -128,41 +123,15 @@ export async function rawFrames(
   path: string,
   chunks: Uint8Array[],
   opts: { resetAfterMs?: number } = {},
-): Promise<FrameResult> {
+): Promise<RawCallStatus> {
   const http2 = await import("node:http2");
   const session = http2.connect(`https://localhost:${port}`, {
     ca: rootPem,
     ...(client ? { cert: client.certPem, key: client.keyPem } : {}),
   });
   session.on("error", () => {});
-  return await withTimeout(
-    new Promise<FrameResult>((resolve) => {
-      const req = session.request({
-        ":method": "POST",
-        ":path": path,
-        "content-type": "application/grpc",
-        "te": "trailers",
-      });
-      const out: FrameResult = { details: "" };
-      const read = (h: Record<string, unknown>) => {
-        if (h["grpc-status"] !== undefined) out.code = Number(h["grpc-status"]);
-        if (h["grpc-message"] !== undefined) out.details = decodeURIComponent(String(h["grpc-message"]));
-      };
-      req.on("response", read);
-      req.on("trailers", read);
-      req.on("data", () => {});
-      req.on("error", () => resolve(out));
-      req.on("close", () => resolve(out));
-      for (const c of chunks) req.write(Buffer.from(c));
-      if (opts.resetAfterMs !== undefined) {
-        setTimeout(() => req.close(http2.constants.NGHTTP2_CANCEL), opts.resetAfterMs);
-      } else {
-        req.end();
-      }
-    }),
-    15_000,
-    `raw HTTP/2 call to ${path}`,
-  ).finally(() => session.destroy());
+  return await withTimeout(rawCall(session, path, chunks, opts), 15_000, `raw HTTP/2 call to ${path}`)
+    .finally(() => session.destroy());
 }
 
 /** Deterministic random numbers (a test's sequence reproduces from its seed). */
