@@ -37,6 +37,8 @@ import {
 import { narrow, needsFromArgs } from "./permissions.ts";
 import {
   CLIENT_TLS_SECRET,
+  DEFAULT_KEEPALIVE_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_ROTATION,
   IDENTITY_TOKEN_KEY,
   IDENTITY_TOKEN_SECRET,
@@ -362,6 +364,19 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
       new Option("--identity-poll-interval <duration>", "how often the client certificate secret is re-read")
         .argParser(parseDuration).default(60_000, "60s"),
     )
+    .addOption(
+      new Option(
+        "--keepalive-interval <duration>",
+        "ping the server after this much quiet on the connection (finds a hung server or link)",
+      ).argParser(parseDuration).default(DEFAULT_KEEPALIVE_MS, "30s"),
+    )
+    .addOption(
+      new Option(
+        "--keepalive-timeout <duration>",
+        "give the connection up when a ping is not answered in time",
+      )
+        .argParser(parseDuration).default(DEFAULT_KEEPALIVE_TIMEOUT_MS, "10s"),
+    )
     .addOption(maxMessageBytesOption())
     .addOption(metricsOptions()[0])
     .addOption(metricsOptions()[1])
@@ -438,6 +453,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         agentVersion: VERSION,
         rotation,
         identityPollMs: opts.identityPollInterval,
+        keepaliveMs: opts.keepaliveInterval,
+        keepaliveTimeoutMs: opts.keepaliveTimeout,
         maxMessageBytes: opts.maxMessageBytes,
         metricsHost: opts.metricsHost,
         metricsPort: opts.metrics === false ? null : opts.metricsPort,

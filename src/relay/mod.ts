@@ -109,7 +109,12 @@ export {
   type IdentityStatus,
 } from "./agent_identity.ts";
 export { RelayServer, type RelayServerOptions } from "./relay_server.ts";
-export { RelayAgent, type RelayAgentOptions } from "./relay_agent.ts";
+export {
+  DEFAULT_KEEPALIVE_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  RelayAgent,
+  type RelayAgentOptions,
+} from "./relay_agent.ts";
 export { splitAddress } from "./client_credentials.ts";
 export {
   ConnectionCounter,

@@ -30,6 +30,11 @@ import { SESSION_BINDING_METADATA } from "./session_binding.ts";
 import { SyncAgent, type SyncDialer } from "./sync_agent.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, grpcMessageOptions } from "./wire.ts";
 
+/** Default quiet time before the agent pings the server (`--keepalive-interval`). */
+export const DEFAULT_KEEPALIVE_MS = 30_000;
+/** Default time the agent waits for a keepalive answer before it gives the connection up. */
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 10_000;
+
 /** Options of {@linkcode RelayAgent.start}. */
 export interface RelayAgentOptions {
   mode: SecurityMode;
@@ -56,6 +61,13 @@ export interface RelayAgentOptions {
   rotation?: RotationOptions;
   /** Secret re-read interval of the identity manager. Default 60,000 ms. */
   identityPollMs?: number;
+  /**
+   * HTTP/2 keepalive: a ping after this much quiet on the connection (default 30,000 ms), and the
+   * connection given up when its answer takes longer than `keepaliveTimeoutMs` (default 10,000 ms).
+   * This is how an agent notices a server or link that hangs without closing the connection.
+   */
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
   backoff?: BackoffOptions;
   maxMessageBytes?: number;
   /** HTTP endpoints (/metrics, /healthz, /readyz); null disables. */
@@ -110,8 +122,8 @@ export class RelayAgent {
     const maxMessageBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const channelOptions = {
       ...grpcMessageOptions(maxMessageBytes),
-      "grpc.keepalive_time_ms": 30_000,
-      "grpc.keepalive_timeout_ms": 10_000,
+      "grpc.keepalive_time_ms": o.keepaliveMs ?? DEFAULT_KEEPALIVE_MS,
+      "grpc.keepalive_timeout_ms": o.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS,
     };
     if (o.mode === "insecure") {
       log.warn("INSECURE MODE: plaintext gRPC to the relay server; the server is not authenticated");

@@ -1,0 +1,75 @@
+/**
+ * A hung link (connection open, nothing forwarded) is found by the agent's keepalive, in the time the
+ * flags say, and the agent is back in sync once the link works again. The chaos test's stalls are
+ * shorter than the default keepalive (30 s + 10 s), so they prove recovery, not detection.
+ */
+import { FaultProxy } from "../src/testing/fault_proxy.ts";
+import { assert } from "../src/testing/assert.ts";
+import { type Proc, sleep, startAgent, startServer, workspace } from "./relay_e2e_harness.ts";
+
+Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs after it", async () => {
+  const ws = await workspace("keepalive");
+  const secrets = `${ws.dir}/secrets`;
+  const { proc: server, port } = await startServer([
+    "--port",
+    "0",
+    "--metrics-port",
+    "0",
+    "--secrets-dir",
+    secrets,
+    "--config-dir",
+    ws.config,
+    "--no-warmup",
+  ], "keepalive-server");
+  const proxy = await FaultProxy.start({ targetPort: port });
+  let agent: Proc | undefined;
+  try {
+    const dir = `${ws.dir}/agent`;
+    await Deno.mkdir(`${dir}/discovery`, { recursive: true });
+    agent = startAgent([
+      "--cluster",
+      "cluster-1",
+      "--server-address",
+      `127.0.0.1:${proxy.port}`,
+      "--root-ca",
+      `${secrets}/relay-root-tls-secret/ca.crt`,
+      "--token",
+      Deno.readTextFileSync(`${secrets}/relay-identity-token-secret/token`).trim(),
+      "--secrets-dir",
+      `${dir}/secrets`,
+      "--discovery-dir",
+      `${dir}/discovery`,
+      "--apply-dir",
+      `${dir}/applied`,
+      "--keepalive-interval",
+      "1s",
+      "--keepalive-timeout",
+      "1s",
+    ], "keepalive-agent");
+    await agent.waitForLine((l) => l.msg === "in sync with the server", "first sync");
+    const from = agent.mark;
+    proxy.mode = "stall";
+    const stalledAt = Date.now();
+    // Nothing closes the connection: only the agent's own ping can tell it is dead.
+    await agent.waitForLine(
+      (l) => l.msg === "sync session ended; retrying",
+      "session given up",
+      15_000,
+      from,
+    );
+    const noticedMs = Date.now() - stalledAt;
+    assert(proxy.mode === "stall", "noticed while the link was still hung");
+    // 1 s of quiet, 1 s for the answer, plus scheduling: far below the default's 40 s.
+    assert(noticedMs < 10_000, `noticed after ${noticedMs} ms`);
+    await sleep(500);
+    const back = agent.mark;
+    proxy.mode = "pass";
+    await agent.waitForLine((l) => l.msg === "in sync with the server", "in sync again", 60_000, back);
+    assert(server.exited === undefined, "server still running");
+  } finally {
+    await agent?.stop("SIGTERM");
+    await proxy.close();
+    await server.stop("SIGTERM");
+    await ws.cleanup();
+  }
+});
