@@ -10,8 +10,8 @@
  * the slow link); a rotation counts once a new TLS handshake gets the new certificate and every agent,
  * its session cut, is back in sync on a new one.
  *
- * Not covered: a stall long enough for the agent's keepalive to notice (30 s + 10 s, fixed in
- * src/relay/relay_agent.ts, with no flag to shorten it); these stalls end before anyone notices.
+ * These stalls end before the agents' keepalive (30 s + 10 s by default) notices them; that an agent
+ * gives a hung connection up by its own ping is tests/fault_keepalive_test.ts, with short keepalives.
  *
  * At the end, with every agent stopped gracefully, the server is asked through the protocol itself
  * (tests/support/relay_probe.ts): every cluster's inventory on the server equals what its discovery
