@@ -5,7 +5,7 @@
  */
 import { FaultProxy } from "../src/testing/fault_proxy.ts";
 import { assert } from "../src/testing/assert.ts";
-import { type Proc, sleep, startAgent, startServer, workspace } from "./relay_e2e_harness.ts";
+import { localAgentArgs, type Proc, sleep, startAgent, startServer, workspace } from "./relay_e2e_harness.ts";
 
 Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs after it", async () => {
   const ws = await workspace("keepalive");
@@ -27,20 +27,12 @@ Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs 
     const dir = `${ws.dir}/agent`;
     await Deno.mkdir(`${dir}/discovery`, { recursive: true });
     agent = startAgent([
-      "--cluster",
-      "cluster-1",
-      "--server-address",
-      `127.0.0.1:${proxy.port}`,
-      "--root-ca",
-      `${secrets}/relay-root-tls-secret/ca.crt`,
-      "--token",
-      Deno.readTextFileSync(`${secrets}/relay-identity-token-secret/token`).trim(),
-      "--secrets-dir",
-      `${dir}/secrets`,
-      "--discovery-dir",
-      `${dir}/discovery`,
-      "--apply-dir",
-      `${dir}/applied`,
+      ...localAgentArgs({
+        cluster: "cluster-1",
+        serverAddress: `127.0.0.1:${proxy.port}`,
+        serverSecrets: secrets,
+        agentDir: dir,
+      }),
       "--keepalive-interval",
       "1s",
       "--keepalive-timeout",

@@ -29,6 +29,7 @@ import { FaultProxy } from "../src/testing/fault_proxy.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
 import {
   freePort,
+  localAgentArgs,
   type LogLine,
   type Proc,
   rawSyncFirstMessage,
@@ -277,21 +278,13 @@ Deno.test("rotation crash safety: an agent killed at random moments of its renew
   );
   const start = (name: string) =>
     startAgent([
-      "--cluster",
-      "cluster-1",
-      "--server-address",
-      `127.0.0.1:${proxy.port}`,
-      "--root-ca",
-      `${secrets}/relay-root-tls-secret/ca.crt`,
-      "--token",
-      // Read once: the shared token, as an operator would pass it.
-      Deno.readTextFileSync(`${secrets}/relay-identity-token-secret/token`).trim(),
-      "--secrets-dir",
-      `${agentDir}/secrets`,
-      "--discovery-dir",
-      `${agentDir}/discovery`,
-      "--apply-dir",
-      `${agentDir}/applied`,
+      // The shared token is read per start, as an operator would pass it.
+      ...localAgentArgs({
+        cluster: "cluster-1",
+        serverAddress: `127.0.0.1:${proxy.port}`,
+        serverSecrets: secrets,
+        agentDir,
+      }),
       "--rotation-grace-ratio",
       "0.5",
       "--rotation-jitter-ratio",

@@ -310,6 +310,32 @@ export function localServerArgs(config: string, opts: { metrics?: boolean } = {}
   ];
 }
 
+/**
+ * The agent flags of a local test run: `cluster` dialing `serverAddress`, trusting the root CA of the
+ * server whose `--secrets-dir` is `serverSecrets`, bootstrapping with its shared token, and keeping its
+ * secrets, discovery and applied objects under `agentDir`.
+ */
+export function localAgentArgs(
+  o: { cluster: string; serverAddress: string; serverSecrets: string; agentDir: string },
+): string[] {
+  return [
+    "--cluster",
+    o.cluster,
+    "--server-address",
+    o.serverAddress,
+    "--root-ca",
+    `${o.serverSecrets}/relay-root-tls-secret/ca.crt`,
+    "--token",
+    Deno.readTextFileSync(`${o.serverSecrets}/relay-identity-token-secret/token`).trim(),
+    "--secrets-dir",
+    `${o.agentDir}/secrets`,
+    "--discovery-dir",
+    `${o.agentDir}/discovery`,
+    "--apply-dir",
+    `${o.agentDir}/applied`,
+  ];
+}
+
 /** The shared bootstrap token in a secret store folder (a server's `--secrets-dir`, `certs init --out`). */
 export async function readToken(storeDir: string): Promise<string> {
   return (await Deno.readTextFile(`${storeDir}/relay-identity-token-secret/token`)).trim();
