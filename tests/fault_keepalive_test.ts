@@ -5,21 +5,23 @@
  */
 import { FaultProxy } from "../src/testing/fault_proxy.ts";
 import { assert } from "../src/testing/assert.ts";
-import { localAgentArgs, type Proc, sleep, startAgent, startServer, workspace } from "./relay_e2e_harness.ts";
+import {
+  localAgentArgs,
+  localServerArgs,
+  type Proc,
+  sleep,
+  startAgent,
+  startServer,
+  workspace,
+} from "./relay_e2e_harness.ts";
 
 Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs after it", async () => {
   const ws = await workspace("keepalive");
   const secrets = `${ws.dir}/secrets`;
   const { proc: server, port } = await startServer([
-    "--port",
-    "0",
-    "--metrics-port",
-    "0",
+    ...localServerArgs(ws.config),
     "--secrets-dir",
     secrets,
-    "--config-dir",
-    ws.config,
-    "--no-warmup",
   ], "keepalive-server");
   const proxy = await FaultProxy.start({ targetPort: port });
   let agent: Proc | undefined;
