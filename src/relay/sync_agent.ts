@@ -30,6 +30,7 @@ import {
   type ObjectStatus,
   type ResourceVersion,
   resourceVersionOf,
+  type VersionDiff,
   versionedMap,
   type VersionedObject,
 } from "../state/mod.ts";
@@ -122,7 +123,7 @@ interface SessionState {
   desiredAsm: DiffAssembler;
   serverView?: Map<ObjectKey, ResourceVersion>;
   /** The discovery generation awaiting its ack; `partial`: more of the same push follow it. */
-  inFlight?: { generation: number; view: Map<ObjectKey, ResourceVersion>; partial: boolean };
+  inFlight?: { generation: number; sent: VersionDiff; partial: boolean };
   discoveryGeneration: number;
   sentInitial: boolean;
   acked: boolean;
@@ -437,7 +438,11 @@ export class SyncAgent {
       if (!s.inFlight || msg.discoveryAck.generation !== s.inFlight.generation) {
         throw new Error(`unexpected DiscoveryAck for generation ${msg.discoveryAck.generation}`);
       }
-      s.serverView = s.inFlight.view;
+      // Applied in place: nothing else changes the view while a generation is in flight, and copying it
+      // per generation would make a large push, split into many, quadratic.
+      const view = s.serverView!;
+      for (const k of s.inFlight.sent.deletes) view.delete(k);
+      for (const u of s.inFlight.sent.upserts) view.set(u.key, u.version);
       // In sync only once the server has the whole push, not the first generations of a split one.
       if (!s.inFlight.partial) s.acked = true;
       s.inFlight = undefined;
@@ -509,10 +514,7 @@ export class SyncAgent {
       s.discoveryGeneration--;
       return;
     }
-    const view = new Map(s.serverView);
-    for (const k of out.sent.deletes) view.delete(k);
-    for (const u of out.sent.upserts) view.set(u.key, u.version);
-    s.inFlight = { generation, view, partial: out.deferred };
+    s.inFlight = { generation, sent: out.sent, partial: out.deferred };
     s.sentInitial = true;
     this.#stats.discoveryGenerationsSent++;
     this.#stats.discoveryObjectsSent += out.sent.upserts.length;
