@@ -52,7 +52,6 @@ Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs 
       from,
     );
     const noticedMs = Date.now() - stalledAt;
-    assert(proxy.mode === "stall", "noticed while the link was still hung");
     // 1 s of quiet, 1 s for the answer, plus scheduling: far below the default's 40 s.
     assert(noticedMs < 10_000, `noticed after ${noticedMs} ms`);
     await sleep(500);

@@ -175,6 +175,8 @@ Deno.test("resource exhaustion: handshake timeout, per-peer connections, half-op
           (await metricValue(metricsPort, "meshrelay_connections_refused_total", { limit: "per_peer" })) >=
             25,
       );
+      // The line can reach our reader after the metric: wait for it, then check there is only one.
+      await waitFor("a warning line", () => refusalLines(proc) - before >= 1);
       assertEquals(refusalLines(proc) - before, 1, "one warning line for the flooding peer");
       // The agent shares the flood's address, so it gets in once the flood lets go of its slots.
       for (const c of flood) closeQuietly(c.conn);
@@ -259,6 +261,9 @@ Deno.test("resource exhaustion: handshake timeout, per-peer connections, half-op
       }
       const first3 = await withTimeout(Promise.all(ends.slice(0, 3)), 15_000, "replaced streams");
       assertEquals(first3, [GrpcStatus.ABORTED, GrpcStatus.ABORTED, GrpcStatus.ABORTED]);
+      // And the newest one is the cluster's stream, still open.
+      const last = await Promise.race([ends[3], new Promise((r) => setTimeout(() => r("open"), 500))]);
+      assertEquals(last, "open", "the newest stream was not ended");
     });
 
     await t.step("idle connections are closed", async () => {
@@ -270,6 +275,7 @@ Deno.test("resource exhaustion: handshake timeout, per-peer connections, half-op
         15_000,
         "HTTP/2 settings",
       );
+      const quietFrom = Date.now();
       await withTimeout(
         new Promise<void>((resolve) => {
           session.once("goaway", () => resolve());
@@ -278,6 +284,9 @@ Deno.test("resource exhaustion: handshake timeout, per-peer connections, half-op
         20_000,
         "idle connection closed",
       );
+      // Closed for being idle (2 s), not at once for some other reason.
+      const idleMs = Date.now() - quietFrom;
+      assert(idleMs >= 1_000, `closed after ${idleMs} ms`);
     });
   });
 });
@@ -325,7 +334,9 @@ Deno.test("resource exhaustion: connections beyond --max-connections are closed 
     );
     assertEquals(await metricValue(s.metricsPort, "meshrelay_connections_open"), TOTAL);
     assertEquals(await metricValue(s.metricsPort, "meshrelay_connections_refused_total"), 10);
-    const warned = s.proc.lines.filter((l) => l.msg.startsWith("connection refused: limit reached"));
+    const warnedNow = () => s.proc.lines.filter((l) => l.msg.startsWith("connection refused: limit reached"));
+    await waitFor("the warning line", () => warnedNow().length >= 1);
+    const warned = warnedNow();
     assertEquals(warned.map((l) => [l.limit, l.value]), [["max-connections", TOTAL]], "logged once");
     // The refused ones are closed at once, while the accepted ones wait for their handshake (30 s).
     await waitFor("the refused ones closed", () => closedCount(flood) >= 10);

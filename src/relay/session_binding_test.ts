@@ -30,7 +30,7 @@ const cert = (clock: FakeClock, cluster = "cluster-1", serial = "0a1b"): BoundCe
 async function rejectsWith(
   fn: () => Promise<unknown>,
   cls: typeof AuthenticationError | typeof PermissionDeniedError,
-  text = "",
+  text: string,
 ): Promise<void> {
   assertStringIncludes((await assertRejects(fn, cls)).message, text);
 }
@@ -167,7 +167,7 @@ Deno.test("identifyWithBinding: the binding stands for the issued certificate, c
     const { bindings, revocations, identify } = await setup();
     await revocations.revokeSerial("0a1b", { now: clock.now(), reason: "test" });
     const x = bindings.issue(cert(clock), PEER);
-    await rejectsWith(() => identify(call(PEER, x)), PermissionDeniedError);
+    await rejectsWith(() => identify(call(PEER, x)), PermissionDeniedError, "was revoked");
   });
   await t.step("a deregistered cluster's binding is refused", async () => {
     const { bindings, registered, identify } = await setup();
