@@ -19,6 +19,8 @@
 import { Buffer } from "node:buffer";
 import { GrpcStatus } from "../src/errors.ts";
 import { parseCertificates } from "../src/pki/mod.ts";
+import { decodeBase64, findPemBlocks } from "../src/pki/pem.ts";
+import { opensslOk } from "../src/pki/test_support.ts";
 import { readBasicConstraints, readExtKeyUsage } from "../src/pki/extensions.ts";
 import { IdentityService } from "../src/proto/mod.ts";
 import { ISTIOD_SAN } from "../src/relay/mesh_ca.ts";
@@ -43,17 +45,10 @@ spec:
   mgmtServerCa: { generated: {} }
 `;
 
-async function openssl(args: string[], cwd: string): Promise<string> {
-  const out = await new Deno.Command("openssl", { args, cwd, stdout: "piped", stderr: "piped" }).output();
-  const dec = new TextDecoder();
-  if (out.code !== 0) throw new Error(`openssl ${args.join(" ")}: ${dec.decode(out.stderr)}`);
-  return dec.decode(out.stdout);
-}
-
 /** A CSR made by openssl with a fresh key of `keyArgs` (genpkey arguments) and `extra` req arguments. */
 async function opensslCsr(dir: string, name: string, keyArgs: string[], extra: string[]): Promise<string> {
-  await openssl(["genpkey", ...keyArgs, "-out", `${name}.key`], dir);
-  await openssl([
+  await opensslOk(["genpkey", ...keyArgs, "-out", `${name}.key`], { cwd: dir });
+  await opensslOk([
     "req",
     "-new",
     "-key",
@@ -63,7 +58,7 @@ async function opensslCsr(dir: string, name: string, keyArgs: string[], extra: s
     ...extra,
     "-out",
     `${name}.csr`,
-  ], dir);
+  ], { cwd: dir });
   return await Deno.readTextFile(`${dir}/${name}.csr`);
 }
 
@@ -73,8 +68,7 @@ function pemOf(der: Uint8Array): string {
 }
 
 function derOf(pem: string): Uint8Array {
-  const b64 = pem.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "");
-  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  return decodeBase64(findPemBlocks(pem)[0].body)!;
 }
 
 const P256 = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
@@ -193,7 +187,7 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
         await Deno.writeTextFile(`${dir}/${name}.crt`, resp.certificatePem);
         await Deno.writeTextFile(`${dir}/${name}.chain`, resp.chainPem);
         await Deno.writeTextFile(`${dir}/root.crt`, resp.caPem);
-        const v = await openssl([
+        const v = await opensslOk([
           "verify",
           "-x509_strict",
           "-purpose",
@@ -203,23 +197,23 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
           "-untrusted",
           `${name}.chain`,
           `${name}.crt`,
-        ], dir);
+        ], { cwd: dir });
         assert(v.includes("OK"), v);
-        const ext = await openssl([
+        const ext = await opensslOk([
           "x509",
           "-in",
           `${name}.crt`,
           "-noout",
           "-ext",
           "basicConstraints,subjectAltName,extendedKeyUsage",
-        ], dir);
+        ], { cwd: dir });
         assert(/CA:FALSE/.test(ext), ext);
         assertEquals(ext.match(/DNS:[^,\s]+/g), [`DNS:${CLUSTER}`], ext);
         assert(!/IP Address|URI:|email:/.test(ext), ext);
         assert(/TLS Web Client Authentication/.test(ext), ext);
         // The issued key is the CSR's (possession proven by the CSR's signature).
-        const certKey = await openssl(["x509", "-in", `${name}.crt`, "-noout", "-pubkey"], dir);
-        const csrKey = await openssl(["req", "-in", `${name}.csr`, "-noout", "-pubkey"], dir);
+        const certKey = await opensslOk(["x509", "-in", `${name}.crt`, "-noout", "-pubkey"], { cwd: dir });
+        const csrKey = await opensslOk(["req", "-in", `${name}.csr`, "-noout", "-pubkey"], { cwd: dir });
         assertEquals(certKey, csrKey);
       }
     });
@@ -266,13 +260,17 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
           assertEquals(readExtKeyUsage(cert), undefined, `${name}: an intermediate CA has no EKU`);
           await Deno.writeTextFile(`${dir}/${name}.crt`, resp.certificatePem);
           await Deno.writeTextFile(`${dir}/${name}.root`, resp.caPem);
-          const v = await openssl(["verify", "-x509_strict", "-CAfile", `${name}.root`, `${name}.crt`], dir);
+          const v = await opensslOk(["verify", "-x509_strict", "-CAfile", `${name}.root`, `${name}.crt`], {
+            cwd: dir,
+          });
           assert(v.includes("OK"), v);
-          const ext = await openssl(["x509", "-in", `${name}.crt`, "-noout", "-ext", "subjectAltName"], dir);
+          const ext = await opensslOk(["x509", "-in", `${name}.crt`, "-noout", "-ext", "subjectAltName"], {
+            cwd: dir,
+          });
           assertEquals(ext.match(/DNS:[^,\s]+/g), [`DNS:${ISTIOD_SAN}`], ext);
           assert(!/IP Address|URI:|email:/.test(ext), ext);
-          const certKey = await openssl(["x509", "-in", `${name}.crt`, "-noout", "-pubkey"], dir);
-          const csrKey = await openssl(["req", "-in", `${name}.csr`, "-noout", "-pubkey"], dir);
+          const certKey = await opensslOk(["x509", "-in", `${name}.crt`, "-noout", "-pubkey"], { cwd: dir });
+          const csrKey = await opensslOk(["req", "-in", `${name}.csr`, "-noout", "-pubkey"], { cwd: dir });
           assertEquals(certKey, csrKey);
         }
       },

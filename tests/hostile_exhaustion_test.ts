@@ -34,19 +34,17 @@ import {
   waitFor,
   workspace,
 } from "./relay_e2e_harness.ts";
-import { type ClientPair, rawClient, rawUnary, secretText, withTimeout } from "./support/hostile.ts";
+import {
+  type ClientPair,
+  hasIpv6Loopback,
+  rawClient,
+  rawUnary,
+  secretText,
+  withTimeout,
+} from "./support/hostile.ts";
 
 const PER_PEER = 40;
 const STREAMS = 10;
-
-const hasIpv6Loopback = (() => {
-  try {
-    Deno.listen({ hostname: "::1", port: 0 }).close();
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 /** A TCP connection that sends nothing. */
 interface Silent {

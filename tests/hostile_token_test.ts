@@ -51,16 +51,7 @@ import {
   startServer,
   workspace,
 } from "./relay_e2e_harness.ts";
-import { rawClient, rawUnary, secretText, seeded } from "./support/hostile.ts";
-
-const hasIpv6Loopback = (() => {
-  try {
-    Deno.listen({ hostname: "::1", port: 0 }).close();
-    return true;
-  } catch {
-    return false;
-  }
-})();
+import { hasIpv6Loopback, rawClient, rawUnary, secretText, seeded } from "./support/hostile.ts";
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -219,3 +219,13 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
     }),
   ]).finally(() => clearTimeout(t));
 }
+
+/** Whether this host has an IPv6 loopback (tests that need a second peer address skip without one). */
+export const hasIpv6Loopback = (() => {
+  try {
+    Deno.listen({ hostname: "::1", port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+})();
