@@ -330,16 +330,21 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
         // A fault on a link with no session on it tests nothing: wait for one.
         await waitLive(s!);
         events.push(`drop ${s!.cluster}`);
-        if (s!.proxy.connections > 0) tookEffect(kind, s);
+        const mark = s!.proc!.mark;
         s!.proxy.drop();
+        // It took effect when the agent saw its session cut and came back on a new connection.
+        await waitResynced(s!, mark, "after drop");
+        tookEffect(kind, s);
       } else if (kind === "stall") {
         await waitLive(s!);
         events.push(`stall ${s!.cluster}`);
         s!.proxy.mode = "stall";
+        const before = s!.proxy.forwarded;
         // A change the agent must push while its link is black-holed: it waits behind the stall.
         await changeDiscovery(s!, " (stalled)");
         await sleep(300 + r.int(1200));
-        if (s!.proxy.connections > 0) tookEffect(kind, s);
+        // Held: a session was on the link and not a byte of it went through meanwhile.
+        if (s!.proxy.connections > 0 && s!.proxy.forwarded === before) tookEffect(kind, s);
         s!.proxy.mode = "pass";
       } else if (kind === "slow") {
         await waitLive(s!);
