@@ -32,6 +32,8 @@ import {
   DEFAULT_CLIENT_CERT_TTL_MS,
   DEFAULT_CONNECTION_LIMITS,
   DEFAULT_SECRET_CACHE_MAX_AGE_MS,
+  DEFAULT_SERVER_KEEPALIVE_MS,
+  DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_SESSION_BINDING_TTL_MS,
   IDENTITY_CALL_DEADLINE_MS,
   IDENTITY_TOKEN_KEY,
@@ -362,6 +364,16 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         .argParser(parseDuration).default(DEFAULT_CONNECTION_LIMITS.idleTimeoutMs, "5m"),
     )
     .option("--no-connection-idle-timeout", "never close idle connections")
+    .addOption(
+      new Option(
+        "--keepalive-interval <duration>",
+        "ping an agent's connection after this much quiet (frees agents that vanished without closing)",
+      ).argParser(parseDuration).default(DEFAULT_SERVER_KEEPALIVE_MS, "60s"),
+    )
+    .addOption(
+      new Option("--keepalive-timeout <duration>", "close the connection when a ping is not answered in time")
+        .argParser(parseDuration).default(DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS, "20s"),
+    )
     .addOption(maxMessageBytesOption())
     .addOption(
       new Option(
@@ -441,6 +453,8 @@ function buildProgram(deps: Deps, setCode: (c: number) => void): Command {
         secretCacheMaxAgeMs: opts.secretCacheMaxAge,
         sessionBindingTtlMs: opts.sessionBindingTtl,
         maxMessageBytes: opts.maxMessageBytes,
+        keepaliveMs: opts.keepaliveInterval,
+        keepaliveTimeoutMs: opts.keepaliveTimeout,
         limits: {
           maxConnections: opts.maxConnections,
           maxConnectionsPerPeer: opts.maxConnectionsPerPeer,

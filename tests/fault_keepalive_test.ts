@@ -1,7 +1,9 @@
 /**
  * A hung link (connection open, nothing forwarded) is found by the agent's keepalive, in the time the
- * flags say, and the agent is back in sync once the link works again. The chaos test's stalls are
- * shorter than the default keepalive (30 s + 10 s), so they prove recovery, not detection.
+ * flags say, and the agent is back in sync once the link works again; and by the server's keepalive,
+ * which frees the stream of an agent that vanished without closing. The chaos test's stalls are
+ * shorter than the default keepalives (agent 30 s + 10 s, server 60 s + 20 s), so they prove recovery,
+ * not detection.
  */
 import { FaultProxy } from "../src/testing/fault_proxy.ts";
 import { assert } from "../src/testing/assert.ts";
@@ -59,6 +61,55 @@ Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs 
     proxy.mode = "pass";
     await agent.waitForLine((l) => l.msg === "in sync with the server", "in sync again", 60_000, back);
     assert(server.exited === undefined, "server still running");
+  } finally {
+    await agent?.stop("SIGTERM");
+    await proxy.close();
+    await server.stop("SIGTERM");
+    await ws.cleanup();
+  }
+});
+
+Deno.test("keepalive: the server frees the stream of an agent that vanished without closing", async () => {
+  const ws = await workspace("keepalive-server");
+  const secrets = `${ws.dir}/secrets`;
+  const { proc: server, port } = await startServer([
+    ...localServerArgs(ws.config),
+    "--secrets-dir",
+    secrets,
+    "--keepalive-interval",
+    "1s",
+    "--keepalive-timeout",
+    "1s",
+  ], "keepalive-server");
+  const proxy = await FaultProxy.start({ targetPort: port });
+  let agent: Proc | undefined;
+  try {
+    const dir = `${ws.dir}/agent`;
+    await Deno.mkdir(`${dir}/discovery`, { recursive: true });
+    // The agent keeps its default keepalive (30 s + 10 s): only the server's ping can notice in time.
+    agent = startAgent(
+      localAgentArgs({
+        cluster: "cluster-1",
+        serverAddress: `127.0.0.1:${proxy.port}`,
+        serverSecrets: secrets,
+        agentDir: dir,
+      }),
+      "keepalive-agent",
+    );
+    await agent.waitForLine((l) => l.msg === "in sync with the server", "first sync");
+    const from = server.mark;
+    proxy.mode = "stall";
+    const stalledAt = Date.now();
+    await server.waitForLine(
+      (l) => l.msg === "sync stream ended by the peer" && l.cluster === "cluster-1",
+      "stream freed by the server",
+      15_000,
+      from,
+    );
+    const noticedMs = Date.now() - stalledAt;
+    // 1 s of quiet, 1 s for the answer, plus scheduling: far below the default's 80 s.
+    assert(noticedMs < 10_000, `noticed after ${noticedMs} ms`);
+    assert(agent.exited === undefined, "agent still running");
   } finally {
     await agent?.stop("SIGTERM");
     await proxy.close();

@@ -11,7 +11,8 @@
  *   (SignMeshCa) too (the caller's cluster, istiod's name only, pathLen 0), and the issued counters grow
  *   by exactly the certificates checked, so one a fuzz input got signed unseen fails the test;
  * - each refused Identity call that reached our handler logged one warning line with a reason, and each
- *   unary call grpc-js refused before it (oversized, truncated) one line of src/relay/grpc_refusals.ts;
+ *   call grpc-js refused before it (oversized, truncated; a Sync message over the limit too) one line of
+ *   src/relay/grpc_refusals.ts;
  *   no log line carries PEM or the token; no error-level line from an unexpected failure;
  * - the process is alive and still serves a real agent flow (Bootstrap + Sync Welcome), and exits 0
  *   on SIGTERM.
@@ -312,8 +313,8 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
       const a = await rawUnary(anon, "bootstrap", big);
       assertEquals(a.code, GrpcStatus.RESOURCE_EXHAUSTED, describe(a));
       beforeHandler.push([`${IDENTITY}Bootstrap`, GrpcStatus.RESOURCE_EXHAUSTED]);
-      // Sync is refused the same way, by grpc-js, but logs no line of its own: the refusal interceptor
-      // does not wrap streams (a per-stream object for 5,000 long-lived streams; see grpc_refusals.ts).
+      // Sync is refused the same way, by grpc-js, mid-stream; its handler logs the same line
+      // (grpcRefusalOf in grpc_refusals.ts), not "ended by the peer".
       const b = await rawSync(authed, [
         AgentMessageCodec.encode(AgentMessageCodec.fromPartial({
           discovery: {
@@ -325,6 +326,7 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
         })).finish(),
       ]);
       assertEquals(b.code, GrpcStatus.RESOURCE_EXHAUSTED, describe(b));
+      beforeHandler.push([SYNC, GrpcStatus.RESOURCE_EXHAUSTED]);
     });
 
     await t.step(

@@ -16,9 +16,11 @@
  * internally (true of 1.14, which deno.lock pins); if that changed the lines would go missing
  * (grpc_refusals_test.ts and tests/hostile_rpc_test.ts notice), calls would not fail.
  *
- * Streaming methods (Sync) pass through untouched, and unlogged for grpc-js's own refusals: the server
- * holds thousands of long-lived Sync streams and is memory-bound, and wrapping a call means objects
- * that live as long as it. Sync's handler logs the refusals it makes itself.
+ * Streaming methods (Sync) are not wrapped: the server holds thousands of long-lived Sync streams and is
+ * memory-bound, and wrapping a call means objects that live as long as it. Their base call only gets one
+ * shared function (no closure) as its `sendStatus`, which records a non-OK status on the call; when a
+ * stream ends without its handler having closed it, the handler asks {@linkcode grpcRefusalOf} and logs
+ * grpc-js's refusal (a message over the limit, say) as this same line, instead of "ended by the peer".
  *
  * A deadline that passes is the client's own limit, not bad input, and a storm of them under load
  * would be a storm of warnings: it is logged at debug level. A call the client cancels before it sent
@@ -39,13 +41,56 @@ export const MISSING_REQUEST_DETAILS = "the request message is missing or cut sh
 /** Details of the status a unary call with more than one request message gets. */
 export const EXTRA_REQUEST_DETAILS = "a unary call takes exactly one request message";
 
+/** A non-OK status sent on a streaming call, as {@linkcode grpcRefusalOf} reports it. */
+export interface GrpcRefusal {
+  code: number;
+  details: string;
+  /** Peer address (no port), read when the status was sent. */
+  peer: string;
+}
+
+const REFUSAL = Symbol("meshrelay.grpcRefusal");
+type RecordingCall = grpc.ServerInterceptingCallInterface & { [REFUSAL]?: GrpcRefusal };
+
+/** The `sendStatus` of every streaming base call: one function for all, so a stream costs one slot. */
+function recordingSendStatus(
+  this: RecordingCall,
+  status: Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0],
+): void {
+  if (status.code !== GrpcStatus.OK && this[REFUSAL] === undefined) {
+    this[REFUSAL] = { code: status.code, details: status.details ?? "", peer: peerAddress(this.getPeer()) };
+  }
+  Object.getPrototypeOf(this).sendStatus.call(this, status);
+}
+
+/**
+ * The first non-OK status sent on the stream behind `stream` (a grpc-js server stream of a server using
+ * {@linkcode refusalLogInterceptor}), if any. A handler that did not close the stream itself asks this
+ * when the stream ends: a status it finds was grpc-js's refusal, not the peer leaving.
+ */
+export function grpcRefusalOf(stream: object): GrpcRefusal | undefined {
+  return (stream as { call?: RecordingCall }).call?.[REFUSAL];
+}
+
+/**
+ * Whether the HTTP/2 stream behind `stream` (a grpc-js server stream) was destroyed with no reset code
+ * from the peer: its connection was destroyed under it (the server's keepalive gave up, the socket
+ * closed). Why: under Deno's node:http2 such a stream first emits `end`, as if the peer had half-closed;
+ * a peer that half-closes and then cancels leaves its own reset code (CANCEL) instead.
+ */
+export function connectionDestroyedUnder(stream: object): boolean {
+  const h2 = (stream as { call?: { stream?: { destroyed?: boolean; rstCode?: number } } }).call?.stream;
+  return h2?.destroyed === true && h2.rstCode === 0;
+}
+
 /** The server interceptor described in the module comment; logs through `log`. */
 export function refusalLogInterceptor(log: Logger): grpc.ServerInterceptor {
   const l = log.child({ component: "grpc" });
   return (method, call) => {
     if (method.requestStream || method.responseStream) {
-      // No wrapper at all (see the module comment). grpc-js chains interceptors by calling each with the
+      // No wrapper (see the module comment). grpc-js chains interceptors by calling each with the
       // previous call and only ever uses the result through the call interface the base call implements.
+      call.sendStatus = recordingSendStatus;
       return call as unknown as grpc.ServerInterceptingCall;
     }
     // Read now, while the connection is surely open: by the time a reset stream gets its status the

@@ -108,7 +108,12 @@ export {
   type IdentityState,
   type IdentityStatus,
 } from "./agent_identity.ts";
-export { RelayServer, type RelayServerOptions } from "./relay_server.ts";
+export {
+  DEFAULT_SERVER_KEEPALIVE_MS,
+  DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS,
+  RelayServer,
+  type RelayServerOptions,
+} from "./relay_server.ts";
 export {
   DEFAULT_KEEPALIVE_MS,
   DEFAULT_KEEPALIVE_TIMEOUT_MS,

@@ -46,6 +46,11 @@ import { TokenAuthority } from "./tokens.ts";
 import { tolerantDecoding } from "./tolerant_decoding.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, grpcMessageOptions } from "./wire.ts";
 
+/** Default quiet time before the server pings an agent's connection (`--keepalive-interval`). */
+export const DEFAULT_SERVER_KEEPALIVE_MS = 60_000;
+/** Default time the server waits for a keepalive answer before it closes the connection. */
+export const DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS = 20_000;
+
 /** Options of {@linkcode RelayServer.start}. */
 export interface RelayServerOptions {
   mode: SecurityMode;
@@ -83,6 +88,15 @@ export interface RelayServerOptions {
    */
   secretCacheMaxAgeMs?: number;
   maxMessageBytes?: number;
+  /**
+   * HTTP/2 keepalive towards agents: a ping after this much quiet on a connection (default
+   * {@linkcode DEFAULT_SERVER_KEEPALIVE_MS}), and the connection closed when its answer takes longer than
+   * `keepaliveTimeoutMs` (default {@linkcode DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS}). This is how the server
+   * frees an agent that vanished without closing (a cluster cut off, a node gone): until then its stream
+   * and memory stay held.
+   */
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
   /**
    * mTLS: how long the session binding a Bootstrap returns stays redeemable by the first Sync stream on
    * the same connection (session_binding.ts). Default 60,000; 0: Bootstrap offers none.
@@ -278,8 +292,8 @@ export class RelayServer {
     const maxMessageBytes = o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     const server = new grpc.Server({
       ...grpcMessageOptions(maxMessageBytes),
-      "grpc.keepalive_time_ms": 60_000,
-      "grpc.keepalive_timeout_ms": 20_000,
+      "grpc.keepalive_time_ms": o.keepaliveMs ?? DEFAULT_SERVER_KEEPALIVE_MS,
+      "grpc.keepalive_timeout_ms": o.keepaliveTimeoutMs ?? DEFAULT_SERVER_KEEPALIVE_TIMEOUT_MS,
       ...grpcLimitOptions(limits),
       // A unary call grpc-js refuses before our handler runs gets one log line (grpc_refusals.ts).
       interceptors: [refusalLogInterceptor(o.log)],

@@ -17,9 +17,10 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Clock } from "../clock.ts";
 import { GrpcStatus, grpcStatusOf, InvalidInputError, MeshrelayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { AgentMessage, RelayServer, ServerMessage } from "../proto/mod.ts";
+import { type AgentMessage, type RelayServer, RelayService, type ServerMessage } from "../proto/mod.ts";
 import { diffByVersion, type ObjectKey, type ResourceVersion } from "../state/mod.ts";
 import type { MetricsRegistry } from "./metrics.ts";
+import { connectionDestroyedUnder, grpcRefusalOf, REFUSED_BEFORE_HANDLER } from "./grpc_refusals.ts";
 import type { RelayHub, SyncSession } from "./relay_hub.ts";
 import {
   checkMaxMessageBytes,
@@ -341,8 +342,28 @@ class ServerSyncSession implements SyncSession {
   #ended(kind: "error" | "cancelled" | "end", e?: unknown): void {
     if (this.#closed) return;
     if (kind === "end") {
+      if (connectionDestroyedUnder(this.#call)) {
+        // Not a half-close: under Deno's node:http2 a stream whose connection was destroyed (our keepalive
+        // gave up on it, the socket failed) reads as ended first.
+        this.#ended("cancelled");
+        return;
+      }
       // The agent finished sending (graceful stop): end ours with OK.
       this.close(GrpcStatus.OK, "agent ended the stream", "agent_end");
+      return;
+    }
+    const refused = grpcRefusalOf(this.#call);
+    if (refused) {
+      // grpc-js ended the stream itself (a message over --max-message-bytes, say): bad input, one line.
+      // A deadline the client set is its own limit, as for unary calls (grpc_refusals.ts): debug.
+      this.#teardown("refused_by_grpc");
+      this.#log[refused.code === GrpcStatus.DEADLINE_EXCEEDED ? "debug" : "warn"](REFUSED_BEFORE_HANDLER, {
+        method: RelayService.sync.path,
+        peer: refused.peer,
+        code: refused.code,
+        error: refused.details,
+        ...this.#duration(),
+      });
       return;
     }
     this.#teardown(kind === "cancelled" ? "cancelled" : "transport_error");
