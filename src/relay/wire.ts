@@ -52,16 +52,20 @@ export const MIN_MAX_MESSAGE_BYTES = 1024;
 export const SYNC_FILL_BYTES = 1024;
 
 /**
- * How many encoded bytes of objects and keys an agent puts in one discovery generation before it
- * waits for the generation's DiscoveryAck and sends the rest as the next (`ResourceDiff.partial`).
+ * How many encoded bytes of objects and keys an agent puts in one discovery generation (at most; one
+ * larger object travels alone) before it waits for the generation's DiscoveryAck and sends the rest
+ * as the next (`ResourceDiff.partial`).
  *
- * Why: under the pinned Deno, a connection also keeps native memory in proportion to what arrived on
- * it at once. 5,000 agents pushing 30 discovered objects each (about 11 KB) in one go left the server
- * at 513.7 MiB; the same push in acknowledged generations of 10 objects (about 3.6 KB) at 456.4 MiB
- * (`deno task bench:relay --agents 5000 --discovered 30 --no-storm`). The price is one round trip
- * per generation, for the first push of a large cluster.
+ * Why: under the pinned Deno, a TLS connection keeps native memory in proportion to what arrived on it
+ * at once. 1,000 connections of a bare node:http2 TLS server that each received one burst grew by
+ * 1-2 MiB in all for bursts up to 2.5 KB, by 2-10 MiB for 3-3.8 KB, and by 21-25 MiB from 4 KiB on
+ * (45 MiB at 8 KB); a second burst adds nothing (`deno task bench:http2-leak`). So a generation, with
+ * its message envelopes, stays well under 4 KiB. 5,000 agents pushing 30 discovered objects each held
+ * the server at 482-507 MiB in generations that stopped only once past 4 KiB, and at 468 MiB in
+ * generations kept within 3 KiB (`deno task bench:relay --agents 5000 --discovered 30 --no-storm`).
+ * The price is one round trip per generation, for the first push of a large cluster.
  */
-export const DISCOVERY_PUSH_BYTES = 4096;
+export const DISCOVERY_PUSH_BYTES = 3072;
 
 /**
  * Envelope bytes of every chunk besides its items: oneof tag + length (≤ 6), generation (≤ 11),
@@ -260,11 +264,11 @@ export function chunkDiff(
   let deferred = false;
   const sentDeletes: ObjectKey[] = [];
   for (const key of diff.deletes) {
-    if (items.length > 0 && total >= budgetBytes) {
+    const size = deleteWireSize(key);
+    if (items.length > 0 && total + size > budgetBytes) {
       deferred = true;
       break;
     }
-    const size = deleteWireSize(key);
     if (size > limit) {
       // A key is at most a few hundred bytes in Kubernetes; one this long cannot be ours.
       throw new ResourceExhaustedError(`a delete key of ${size} bytes cannot fit in a message`);
@@ -275,12 +279,12 @@ export function chunkDiff(
   }
   const sentUpserts: VersionedUpsert[] = [];
   for (const u of deferred ? [] : diff.upserts) {
-    if (items.length > 0 && total >= budgetBytes) {
+    const res = encode(u);
+    const size = resourceWireSize(res);
+    if (items.length > 0 && total + size > budgetBytes) {
       deferred = true;
       break;
     }
-    const res = encode(u);
-    const size = resourceWireSize(res);
     if (size > limit) {
       oversized.push({ key: u.key, bytes: size + ENVELOPE_BYTES, maxBytes });
       continue;

@@ -340,7 +340,8 @@ Deno.test("chunkDiff with a budget: generations that add up to the diff, the las
         const r = chunkDiff(diff, ++gen, 4 * 2 ** 20, undefined, budget);
         const items = r.sent.upserts.length + r.sent.deletes.length;
         assert(items >= 1, "every generation carries something");
-        // At most one item past the budget: the one that crossed it.
+        // Within the budget, unless one item alone is larger.
+        assert(items === 1 || r.bytes <= budget, `${r.bytes} bytes in ${items} items over ${budget}`);
         const last = r.chunks.at(-1)!;
         assertEquals(last.partial, r.deferred);
         assert(r.chunks.slice(0, -1).every((c) => !c.partial));
@@ -351,7 +352,12 @@ Deno.test("chunkDiff with a budget: generations that add up to the diff, the las
         for (const k of r.sent.deletes) have.delete(k);
         for (const u of r.sent.upserts) have.set(u.key, u.version);
         if (!r.deferred) break;
-        assert(r.bytes >= budget, `a deferring generation spent its budget (${r.bytes} < ${budget})`);
+        // A deferring generation is full: the next item would not have fitted.
+        const rest = diffByVersion(have, want);
+        const next = rest.deletes.length > 0
+          ? chunkDiff({ upserts: [], deletes: rest.deletes.slice(0, 1) }, 0, 4 * 2 ** 20).bytes
+          : chunkDiff({ upserts: rest.upserts.slice(0, 1), deletes: [] }, 0, 4 * 2 ** 20).bytes;
+        assert(r.bytes + next > budget, `the next item (${next} bytes) fitted in ${budget - r.bytes}`);
       }
       assertEquals(have, new Map([...want].map(([k, v]) => [k, v.version])));
       const total = diffByVersion(start, want);
