@@ -11,10 +11,11 @@
  *    bootstrap token for a renewal, and the server must accept it on a Sync stream.
  * 2. Real processes: a `meshrelay agent` with a 3-second client certificate lifetime (so it renews
  *    every ~1-1.5 s) is killed with SIGKILL over and over, alternately at a random moment and aimed
- *    at a renewal: with its link to the server slowed, right after the server logs that it signed the
- *    renewal, while the answer is still on the wire. Each aimed kill must have landed inside the
- *    renewal (the killed agent never said it had the new pair); after each restart the agent gets back
- *    in sync with the server, with a valid certificate.
+ *    at a renewal, with its link to the server slowed: either right after the agent says it sends its
+ *    renewal request (new key made, the CSR still on the wire), or right after the server logs that it
+ *    signed the renewal (the answer still on the wire). Aimed kills must land inside the renewal (the
+ *    killed agent never said it had the new pair); after each restart the agent gets back in sync with
+ *    the server, with a valid certificate.
  */
 import { systemClock } from "../src/clock.ts";
 import { nullLogger } from "../src/log.ts";
@@ -301,14 +302,35 @@ Deno.test("rotation crash safety: an agent killed at random moments of its renew
     let renewalsSeen = 0;
     /** Serials the server issued by Renew whose agent was killed before it had them (stored and said so). */
     const interrupted: string[] = [];
+    /** Renewals whose agent was killed after it sent the request, before it had an answer. */
+    const requestsCut: string[] = [];
     /** Aimed kills that found no renewal to land in (a loaded machine), said in the failure message. */
     const missed: string[] = [];
-    for (let i = 1; i <= 8; i++) {
+    for (let i = 1; i <= 10; i++) {
       if (i % 2 === 1) {
         // Somewhere within a renewal period (~0.9-1.5 s with TTL 3 s, grace 0.5, jitter 0.2).
         await sleep(300 + r.int(2500));
         const st = await agent.kill9();
         assertEquals(st.signal, "SIGKILL", `agent ended on its own before kill ${i}: ${JSON.stringify(st)}`);
+      } else if (i % 4 === 0) {
+        // Aimed at the request: the agent made its new key and sends the CSR, which crawls through the
+        // slow link (~1 KB at 128 bytes per 20 ms); it dies before any answer. The new key is lost with
+        // it, and the restarted agent must carry on with the pair it stored before.
+        const from = agent.mark;
+        proxy.mode = "slow";
+        const sending = await agent.waitForLine(
+          (l) => l.msg === "sending a renewal request",
+          `renewal request before kill ${i}`,
+          30_000,
+          from,
+        );
+        const st = await agent.kill9();
+        proxy.mode = "pass";
+        assertEquals(st.signal, "SIGKILL", `agent ended on its own before kill ${i}: ${JSON.stringify(st)}`);
+        const after = agent.lines.slice(agent.lines.indexOf(sending));
+        if (!after.some((l) => l.msg === "client certificate renewed")) {
+          requestsCut.push(String(sending.serial));
+        }
       } else {
         // Aimed: the server has signed the renewal, its answer crawls through the slow link, and the
         // agent dies before it can store the new pair (the real-process "killed mid-renewal").
@@ -346,13 +368,16 @@ Deno.test("rotation crash safety: an agent killed at random moments of its renew
       );
     }
     assert(renewalsSeen > 0, "the kills landed among renewals");
-    // Aimed kills (4) must land between the server signing and the agent having the pair. Here all do;
-    // on a loaded machine a renewal's answer can still get through first, so at least two must.
+    // Kills aimed at the answer (3) must land between the server signing and the agent having the pair.
+    // Here all do; on a loaded machine a renewal's answer can still get through first, so two must.
     assert(
       interrupted.length >= 2,
       `kills inside a renewal: ${interrupted.length} (${interrupted}); ${missed.join("; ") || "none missed"}`,
     );
+    // Kills aimed at the request (2) follow the agent's own line, long before an answer can crawl back.
+    assertEquals(requestsCut.length, 2, `kills with the renewal request on the wire: ${requestsCut}`);
     console.log(`rotation: renewals signed by the server, agent killed before it had them: ${interrupted}`);
+    console.log(`rotation: renewal requests cut by the kill (serial renewed): ${requestsCut}`);
     assertEquals(server.exited, undefined);
     const st = await agent.stop("SIGTERM");
     assertEquals(st.code, 0);

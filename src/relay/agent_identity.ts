@@ -328,6 +328,11 @@ export class AgentIdentity {
     this.#setStatus({ state: "renewing", serial: cur.serial, notAfter: cur.notAfter });
     try {
       const { keyPem, csrPem } = await this.#newKeyAndCsr();
+      // Renewals are rare (once per lifetime × (1 - grace)), and this is where a crash loses a new key.
+      this.#log.info("sending a renewal request", {
+        serial: cur.serial,
+        notAfter: cur.notAfter.toISOString(),
+      });
       const resp = await this.#o.transport.renew({ csrPem }, cur, signal);
       const creds = await this.#store(keyPem, resp);
       this.#m?.renewals.inc({ kind: "renew", result: "ok" });
