@@ -57,10 +57,10 @@ export const SYNC_FILL_BYTES = 1024;
  * as the next (`ResourceDiff.partial`).
  *
  * Why: under the pinned Deno, a TLS connection keeps native memory in proportion to what arrived on it
- * at once. 1,000 connections of a bare node:http2 TLS server that each received one burst grew by
- * 1-2 MiB in all for bursts up to 2.5 KB, by 2-10 MiB for 3-3.8 KB, and by 21-25 MiB from 4 KiB on
- * (45 MiB at 8 KB); a second burst adds nothing (`deno task bench:http2-leak`). So a generation, with
- * its message envelopes, stays well under 4 KiB. 5,000 agents pushing 30 discovered objects each held
+ * at once, with a step at 4 KiB: on a bare node:http2 TLS server, a connection that received one burst
+ * keeps 6.3 KiB more at 2 KiB, 9.7 at 3 KiB, 24.4 at 4 KiB and 47.8 at 8 KiB; a second burst adds next
+ * to nothing (`deno task bench:http2-leak`). So a generation, with its message envelopes, stays under
+ * 4 KiB. 5,000 agents pushing 30 discovered objects each held
  * the server at 482-507 MiB in generations that stopped only once past 4 KiB, and at 468 MiB in
  * generations kept within 3 KiB (`deno task bench:relay --agents 5000 --discovered 30 --no-storm`).
  * The price is one round trip per generation, for the first push of a large cluster.
