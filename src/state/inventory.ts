@@ -134,12 +134,11 @@ export class Inventory implements InventoryView {
 
   /** key → {object, version} (copies) of the objects whose content is kept, sorted by key. */
   entries(): Map<ObjectKey, VersionedObject> {
-    return new Map(
-      [...this.#items.keys()].sort().flatMap((k) => {
-        const e = this.get(k);
-        return e ? [[k, e] as const] : [];
-      }),
-    );
+    // Only kept entries are sorted: most of a server's are versions only, and this runs per recompute.
+    const kept: [ObjectKey, Stored][] = [];
+    for (const [k, v] of this.#items) if (typeof v === "object") kept.push([k, v]);
+    kept.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0);
+    return new Map(kept.map(([k, v]) => [k, { object: JSON.parse(v.json), version: v.version }]));
   }
 
   objects(): KubeObject[] {

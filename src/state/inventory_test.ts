@@ -120,6 +120,15 @@ Deno.test("Inventory keeps content only where keepContent says", async (t) => {
     assertEquals(slim.get(dkey("d")), undefined);
     assertEquals(full.get(dkey("d"))?.object, deploy("d"));
   });
+  await t.step("kept objects come sorted by key, whatever order they arrived in", () => {
+    const mixed = new Inventory({ keepContent: keepServices });
+    mixed.applyDeltas(["c", "a", "b"].flatMap((n) => [
+      { type: "upsert" as const, object: deploy(n) },
+      { type: "upsert" as const, object: svc(n) },
+    ]));
+    assertEquals([...mixed.entries().keys()], [key("a"), key("b"), key("c")]);
+    assertEquals(mixed.objects(), [svc("a"), svc("b"), svc("c")]);
+  });
   const steps: [string, DiscoveryEvent[], { upserts: string[]; deletes: string[] }][] = [
     ["a re-sent version-only object changes nothing", [{ type: "upsert", object: deploy("d") }], {
       upserts: [],
