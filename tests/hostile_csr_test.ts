@@ -25,25 +25,18 @@ import { readBasicConstraints, readExtKeyUsage } from "../src/pki/extensions.ts"
 import { IdentityService } from "../src/proto/mod.ts";
 import { ISTIOD_SAN } from "../src/relay/mesh_ca.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import { localServerArgs, metricValue, startServer, workspace } from "./relay_e2e_harness.ts";
+import { metricValue, workspace } from "./relay_e2e_harness.ts";
 import {
   bootstrapPair,
   mutate,
   rawClient,
   type RawResult,
   rawUnary,
-  secretText,
   seeded,
+  startHostileServer,
 } from "./support/hostile.ts";
 
 const CLUSTER = "cluster-2";
-/** Serves every cluster, with a root the server generates in its own store. */
-const ROOT_TRUST_POLICY = `apiVersion: meshrelay.io/v1alpha1
-kind: RootTrustPolicy
-metadata: { name: hostile-mesh }
-spec:
-  mgmtServerCa: { generated: {} }
-`;
 
 /** A CSR made by openssl with a fresh key of `keyArgs` (genpkey arguments) and `extra` req arguments. */
 async function opensslCsr(dir: string, name: string, keyArgs: string[], extra: string[]): Promise<string> {
@@ -76,19 +69,13 @@ const SAN = (s: string) => ["-addext", `subjectAltName=${s}`];
 
 Deno.test("hostile CSRs: refused with the right status, nothing signed that should not be", async (t) => {
   const ws = await workspace("hostile-csr");
-  await Deno.writeTextFile(`${ws.config}/root-trust.yaml`, ROOT_TRUST_POLICY);
-  const secrets = `${ws.dir}/secrets`;
-  const { proc, port, metricsPort } = await startServer([
-    ...localServerArgs(ws.config, { metrics: true }),
-    "--secrets-dir",
-    secrets,
-    "--bootstrap-failure-burst",
-    "100000",
-  ], "hostile-csr-server");
+  const { proc, port, metricsPort, rootPem, token } = await startHostileServer(ws, {
+    name: "hostile-csr-server",
+    rootTrustPolicy: true,
+    args: ["--bootstrap-failure-burst", "100000"],
+  });
   const clients: { close(): void }[] = [];
   try {
-    const rootPem = await secretText(secrets, "relay-root-tls-secret", "ca.crt");
-    const token = await secretText(secrets, "relay-identity-token-secret", "token");
     const client = rawClient(port, rootPem);
     // SignMeshCa takes the cluster from a client certificate: cluster-2's, bootstrapped the agent's way.
     const authed = rawClient(port, rootPem, await bootstrapPair(port, rootPem, token, CLUSTER));
@@ -162,8 +149,8 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
         [...specs, ...meshSpecs].map(async ([n, k, e]) => [n, await opensslCsr(dir, n, k, e)] as const),
       ),
     );
-    const issuedBefore = await metricValue(metricsPort!, "meshrelay_client_certificates_issued_total");
-    const meshIssuedBefore = await metricValue(metricsPort!, "meshrelay_istio_ca_certificates_issued_total");
+    const issuedBefore = await metricValue(metricsPort, "meshrelay_client_certificates_issued_total");
+    const meshIssuedBefore = await metricValue(metricsPort, "meshrelay_istio_ca_certificates_issued_total");
     let refused = 0;
     let meshRefused = 0;
     const refusedWith = (what: string, r: RawResult, codes: number[]) => {
@@ -310,9 +297,9 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
     );
 
     await t.step("nothing else was issued; one warning line per refusal", async () => {
-      const issued = await metricValue(metricsPort!, "meshrelay_client_certificates_issued_total");
+      const issued = await metricValue(metricsPort, "meshrelay_client_certificates_issued_total");
       assertEquals(issued - issuedBefore, 3);
-      const meshIssued = await metricValue(metricsPort!, "meshrelay_istio_ca_certificates_issued_total");
+      const meshIssued = await metricValue(metricsPort, "meshrelay_istio_ca_certificates_issued_total");
       assertEquals(
         meshIssued - meshIssuedBefore,
         meshSpecs.filter(([n]) => n.startsWith("mesh-control-")).length,

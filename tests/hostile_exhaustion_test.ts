@@ -26,20 +26,13 @@ import { GrpcStatus } from "../src/errors.ts";
 import { createCsr, generateKeyPair, privateKeyToPem } from "../src/pki/mod.ts";
 import { AgentMessageCodec, IdentityService, ServerMessageCodec } from "../src/proto/mod.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import {
-  localServerArgs,
-  metricValue,
-  type Proc,
-  startServer,
-  waitFor,
-  workspace,
-} from "./relay_e2e_harness.ts";
+import { metricValue, type Proc, waitFor, workspace } from "./relay_e2e_harness.ts";
 import {
   type ClientPair,
   hasIpv6Loopback,
   rawClient,
   rawUnary,
-  secretText,
+  startHostileServer,
   withTimeout,
 } from "./support/hostile.ts";
 
@@ -94,24 +87,17 @@ interface Served {
  */
 async function withServer(name: string, args: string[], fn: (s: Served) => Promise<void>): Promise<void> {
   const ws = await workspace(name);
-  const secrets = `${ws.dir}/secrets`;
-  const { proc, port, metricsPort } = await startServer([
-    ...localServerArgs(ws.config, { metrics: true }),
-    "--secrets-dir",
-    secrets,
+  const { proc, port, metricsPort, rootPem, token } = await startHostileServer(ws, {
+    name,
     // The steps' own stray calls (empty requests) must not use up the agent's Bootstrap attempts.
-    "--bootstrap-failure-burst",
-    "1000",
-    ...args,
-  ], name);
+    args: ["--bootstrap-failure-burst", "1000", ...args],
+  });
   const held: { close(): void }[] = [];
   try {
-    const rootPem = await secretText(secrets, "relay-root-tls-secret", "ca.crt");
-    const token = await secretText(secrets, "relay-identity-token-secret", "token");
     await fn({
       proc,
       port,
-      metricsPort: metricsPort!,
+      metricsPort,
       rootPem,
       token,
       held,
@@ -128,6 +114,26 @@ async function withServer(name: string, args: string[], fn: (s: Served) => Promi
     await ws.cleanup();
     assertEquals(st.code, 0, proc.raw.slice(-10).join("\n"));
   }
+}
+
+/**
+ * Opens `max + beyond` connections that send nothing, held until the test ends, and waits until the
+ * server counted the `beyond` it must refuse at `limit`.
+ */
+async function floodUntilRefused(
+  s: Served,
+  limit: "per_peer" | "total",
+  max: number,
+  beyond: number,
+): Promise<Silent[]> {
+  const flood = await Promise.all(Array.from({ length: max + beyond }, () => silentConnection(s.port)));
+  for (const c of flood) s.held.push(c.conn);
+  await waitFor(
+    "refusals counted",
+    async () =>
+      (await metricValue(s.metricsPort, "meshrelay_connections_refused_total", { limit })) >= beyond,
+  );
+  return flood;
 }
 
 function refusalLines(proc: Proc): number {
@@ -165,14 +171,7 @@ Deno.test("resource exhaustion: handshake timeout, per-peer connections, half-op
 
     await t.step("connections beyond the per-peer limit are closed at accept, logged once", async () => {
       const before = refusalLines(proc);
-      const flood = await Promise.all(Array.from({ length: PER_PEER + 25 }, () => silentConnection(port)));
-      for (const c of flood) held.push(c.conn);
-      await waitFor(
-        "refusals counted",
-        async () =>
-          (await metricValue(metricsPort, "meshrelay_connections_refused_total", { limit: "per_peer" })) >=
-            25,
-      );
+      const flood = await floodUntilRefused(s, "per_peer", PER_PEER, 25);
       // The line can reach our reader after the metric: wait for it, then check there is only one.
       await waitFor("a warning line", () => refusalLines(proc) - before >= 1);
       assertEquals(refusalLines(proc) - before, 1, "one warning line for the flooding peer");
@@ -299,14 +298,7 @@ Deno.test({
       "--max-connections-per-peer",
       String(PER_PEER),
     ], async (s) => {
-      const flood = await Promise.all(Array.from({ length: PER_PEER + 10 }, () => silentConnection(s.port)));
-      for (const c of flood) s.held.push(c.conn);
-      await waitFor(
-        "refusals counted",
-        async () =>
-          (await metricValue(s.metricsPort, "meshrelay_connections_refused_total", { limit: "per_peer" })) >=
-            10,
-      );
+      const flood = await floodUntilRefused(s, "per_peer", PER_PEER, 10);
       await waitFor("the refused ones closed", () => closedCount(flood) >= 10);
       // The flood holds its PER_PEER slots all along (handshake timeout 30 s): ::1 is another peer.
       await s.realAgentWorks("cluster-1", "::1");
@@ -323,13 +315,7 @@ Deno.test("resource exhaustion: connections beyond --max-connections are closed 
     "--max-connections-per-peer",
     "0",
   ], async (s) => {
-    const flood = await Promise.all(Array.from({ length: TOTAL + 10 }, () => silentConnection(s.port)));
-    for (const c of flood) s.held.push(c.conn);
-    await waitFor(
-      "refusals counted",
-      async () =>
-        (await metricValue(s.metricsPort, "meshrelay_connections_refused_total", { limit: "total" })) >= 10,
-    );
+    const flood = await floodUntilRefused(s, "total", TOTAL, 10);
     assertEquals(await metricValue(s.metricsPort, "meshrelay_connections_open"), TOTAL);
     assertEquals(await metricValue(s.metricsPort, "meshrelay_connections_refused_total"), 10);
     const warnedNow = () => s.proc.lines.filter((l) => l.msg.startsWith("connection refused: limit reached"));

@@ -26,14 +26,7 @@ import { AgentMessageCodec, IdentityService } from "../src/proto/mod.ts";
 import { MISSING_REQUEST_DETAILS, REFUSED_BEFORE_HANDLER } from "../src/relay/grpc_refusals.ts";
 import { ISTIOD_SAN } from "../src/relay/mesh_ca.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import {
-  localServerArgs,
-  metricValue,
-  rawSyncFirstMessage,
-  startServer,
-  waitFor,
-  workspace,
-} from "./relay_e2e_harness.ts";
+import { metricValue, rawSyncFirstMessage, waitFor, workspace } from "./relay_e2e_harness.ts";
 import {
   bootstrapPair,
   mutate,
@@ -42,21 +35,14 @@ import {
   type RawResult,
   rawSync,
   rawUnary,
-  secretText,
   seeded,
+  startHostileServer,
 } from "./support/hostile.ts";
 
 const REGISTERED = new Set(["cluster-1", "cluster-2"]);
 const MAX = 65536;
 const IDENTITY = "/meshrelay.relay.v1.Identity/";
 const SYNC = "/meshrelay.relay.v1.Relay/Sync";
-/** Serves every cluster, with a root the server generates in its own store: SignMeshCa can sign. */
-const ROOT_TRUST_POLICY = `apiVersion: meshrelay.io/v1alpha1
-kind: RootTrustPolicy
-metadata: { name: hostile-mesh }
-spec:
-  mgmtServerCa: { generated: {} }
-`;
 
 function describe(r: RawResult): string {
   return `${r.code} ${JSON.stringify(r.details)}`;
@@ -107,22 +93,19 @@ function checkIntermediate(r: RawResult, what: string, cluster: string): void {
 
 Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on a real server", async (t) => {
   const ws = await workspace("hostile-rpc");
-  await Deno.writeTextFile(`${ws.config}/root-trust.yaml`, ROOT_TRUST_POLICY);
-  const secrets = `${ws.dir}/secrets`;
-  const { proc, port, metricsPort } = await startServer([
-    ...localServerArgs(ws.config, { metrics: true }),
-    "--secrets-dir",
-    secrets,
-    "--max-message-bytes",
-    String(MAX),
-    // Fuzzing sends thousands of failures from one address; the limiter has its own test.
-    "--bootstrap-failure-burst",
-    "1000000",
-  ], "hostile-server");
+  const { proc, port, metricsPort, rootPem, token } = await startHostileServer(ws, {
+    name: "hostile-server",
+    rootTrustPolicy: true,
+    args: [
+      "--max-message-bytes",
+      String(MAX),
+      // Fuzzing sends thousands of failures from one address; the limiter has its own test.
+      "--bootstrap-failure-burst",
+      "1000000",
+    ],
+  });
   const clients: { close(): void }[] = [];
   try {
-    const rootPem = await secretText(secrets, "relay-root-tls-secret", "ca.crt");
-    const token = await secretText(secrets, "relay-identity-token-secret", "token");
     const pair1 = await bootstrapPair(port, rootPem, token, "cluster-1");
     const anon = rawClient(port, rootPem);
     const authed = rawClient(port, rootPem, pair1);
@@ -144,10 +127,40 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
       checkIntermediate(r, what, "cluster-1");
       meshIssued++;
     };
+    // Renew and SignMeshCa both take a CSR and may grant pair1's cluster only, so one fuzz serves both:
+    // each body goes out anonymously and as pair1, and `granted` checks whatever pair1 got.
+    const fuzzUnary = async (o: {
+      rpc: "renew" | "signMeshCa";
+      name: string;
+      seed: number;
+      own: Uint8Array;
+      other: Uint8Array;
+      granted: (r: RawResult, what: string) => void;
+    }) => {
+      const r = seeded(o.seed);
+      for (let i = 0; i < 100; i++) {
+        const body = i % 3 === 0 ? r.bytes(r.int(400)) : mutate(i % 3 === 1 ? o.other : o.own, r);
+        const a = await rawUnary(anon, o.rpc, body);
+        checkStatus(
+          a,
+          [GrpcStatus.UNAUTHENTICATED, GrpcStatus.INVALID_ARGUMENT],
+          `anonymous ${o.name} #${i}`,
+        );
+        countHandled(a);
+        const b = await rawUnary(authed, o.rpc, body);
+        checkStatus(b, [
+          GrpcStatus.OK,
+          GrpcStatus.INVALID_ARGUMENT,
+          GrpcStatus.PERMISSION_DENIED,
+        ], `${o.name} #${i}`);
+        if (b.code === GrpcStatus.OK) o.granted(b, `${o.name} #${i}`);
+        countHandled(b);
+      }
+    };
     /** Unary calls refused before our handler ran (method, code), in order: one line each. */
     const beforeHandler: [string, number][] = [];
-    const issuedBefore = await metricValue(metricsPort!, "meshrelay_client_certificates_issued_total");
-    const meshBefore = await metricValue(metricsPort!, "meshrelay_istio_ca_certificates_issued_total");
+    const issuedBefore = await metricValue(metricsPort, "meshrelay_client_certificates_issued_total");
+    const meshBefore = await metricValue(metricsPort, "meshrelay_istio_ca_certificates_issued_total");
 
     await t.step("Bootstrap: random bytes, no client certificate", async () => {
       const r = seeded(1);
@@ -199,28 +212,21 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
     });
 
     await t.step("Renew: random and mutated bytes, with and without a client certificate", async () => {
-      const r = seeded(4);
       const other = IdentityService.renew.requestSerialize({
         csrPem: await createCsr(await generateKeyPair(), { dnsNames: ["cluster-2"] }),
       });
       const own = IdentityService.renew.requestSerialize({
         csrPem: await createCsr(await generateKeyPair(), { dnsNames: ["cluster-1"] }),
       });
-      for (let i = 0; i < 100; i++) {
-        const body = i % 3 === 0 ? r.bytes(r.int(400)) : mutate(i % 3 === 1 ? other : own, r);
-        const a = await rawUnary(anon, "renew", body);
-        checkStatus(a, [GrpcStatus.UNAUTHENTICATED, GrpcStatus.INVALID_ARGUMENT], `anonymous renew #${i}`);
-        countHandled(a);
-        const b = await rawUnary(authed, "renew", body);
-        checkStatus(b, [
-          GrpcStatus.OK,
-          GrpcStatus.INVALID_ARGUMENT,
-          GrpcStatus.PERMISSION_DENIED,
-        ], `renew #${i}`);
+      await fuzzUnary({
+        rpc: "renew",
+        name: "renew",
+        seed: 4,
+        own,
+        other,
         // The caller is cluster-1: whatever the CSR asks, only cluster-1 may come back.
-        if (b.code === GrpcStatus.OK) issued(b, `renew #${i}`, "cluster-1");
-        countHandled(b);
-      }
+        granted: (b, what) => issued(b, what, "cluster-1"),
+      });
       // Not fuzz: a well-formed CSR for another cluster over cluster-1's certificate is refused.
       const steal = await rawUnary(authed, "renew", other);
       assertEquals(steal.code, GrpcStatus.PERMISSION_DENIED, describe(steal));
@@ -228,7 +234,6 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
     });
 
     await t.step("SignMeshCa: random and mutated bytes, with and without a client certificate", async () => {
-      const r = seeded(6);
       const own = IdentityService.signMeshCa.requestSerialize({
         csrPem: await createCsr(await generateKeyPair(), { dnsNames: [ISTIOD_SAN] }),
       });
@@ -236,25 +241,8 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
       const other = IdentityService.signMeshCa.requestSerialize({
         csrPem: await createCsr(await generateKeyPair(), { dnsNames: ["istiod.other.svc"] }),
       });
-      for (let i = 0; i < 100; i++) {
-        const body = i % 3 === 0 ? r.bytes(r.int(400)) : mutate(i % 3 === 1 ? other : own, r);
-        const a = await rawUnary(anon, "signMeshCa", body);
-        checkStatus(
-          a,
-          [GrpcStatus.UNAUTHENTICATED, GrpcStatus.INVALID_ARGUMENT],
-          `anonymous sign_mesh_ca #${i}`,
-        );
-        countHandled(a);
-        const b = await rawUnary(authed, "signMeshCa", body);
-        checkStatus(b, [
-          GrpcStatus.OK,
-          GrpcStatus.INVALID_ARGUMENT,
-          GrpcStatus.PERMISSION_DENIED,
-        ], `sign_mesh_ca #${i}`);
-        // The caller is cluster-1: whatever the CSR asks, only cluster-1's intermediate may come back.
-        if (b.code === GrpcStatus.OK) signed(b, `sign_mesh_ca #${i}`);
-        countHandled(b);
-      }
+      // The caller is cluster-1: whatever the CSR asks, only cluster-1's intermediate may come back.
+      await fuzzUnary({ rpc: "signMeshCa", name: "sign_mesh_ca", seed: 6, own, other, granted: signed });
       // Not fuzz: the valid request is signed over a client certificate, and only over one.
       const ok = await rawUnary(authed, "signMeshCa", own);
       assertEquals(ok.code, GrpcStatus.OK, describe(ok));
@@ -410,9 +398,9 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
       }
       // Counted from after pair1: the fuzz's certificates, each checked above, and pair2's.
       checkClientCert(pair2.certPem, "pair2", "cluster-2");
-      const issuedNow = await metricValue(metricsPort!, "meshrelay_client_certificates_issued_total");
+      const issuedNow = await metricValue(metricsPort, "meshrelay_client_certificates_issued_total");
       assertEquals(issuedNow, issuedBefore + clientIssued + 1, "client certificates issued");
-      const meshNow = await metricValue(metricsPort!, "meshrelay_istio_ca_certificates_issued_total");
+      const meshNow = await metricValue(metricsPort, "meshrelay_istio_ca_certificates_issued_total");
       assertEquals(meshNow, meshBefore + meshIssued, "Istio intermediates signed");
     });
   } finally {

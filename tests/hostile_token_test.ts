@@ -43,15 +43,8 @@ import { constantTimeEqual, IDENTITY_TOKEN_SECRET, RelayServer, TokenAuthority }
 import { DirectoryConfigSource } from "../src/state/mod.ts";
 import { MemorySecretStore } from "../src/store/mod.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import {
-  EXAMPLES,
-  localServerArgs,
-  metricValue,
-  runCli,
-  startServer,
-  workspace,
-} from "./relay_e2e_harness.ts";
-import { hasIpv6Loopback, rawClient, rawUnary, secretText, seeded } from "./support/hostile.ts";
+import { EXAMPLES, metricValue, runCli, workspace } from "./relay_e2e_harness.ts";
+import { hasIpv6Loopback, rawClient, rawUnary, seeded, startHostileServer } from "./support/hostile.ts";
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -232,22 +225,13 @@ function secretFrom(seed: number): string {
 
 Deno.test("token guessing: failures are rate-limited per peer", async (t) => {
   const ws = await workspace("hostile-token-limit");
-  const secrets = `${ws.dir}/secrets`;
-  const { proc, port, metricsPort } = await startServer([
-    "--host",
-    hasIpv6Loopback ? "::" : "127.0.0.1",
-    ...localServerArgs(ws.config, { metrics: true }),
-    "--secrets-dir",
-    secrets,
-    "--bootstrap-failure-burst",
-    "5",
-    "--bootstrap-failures-per-minute",
-    "1",
-  ], "token-limit-server");
+  const { proc, port, metricsPort, rootPem, token } = await startHostileServer(ws, {
+    name: "token-limit-server",
+    host: hasIpv6Loopback ? "::" : "127.0.0.1",
+    args: ["--bootstrap-failure-burst", "5", "--bootstrap-failures-per-minute", "1"],
+  });
   const clients: { close(): void }[] = [];
   try {
-    const rootPem = await secretText(secrets, "relay-root-tls-secret", "ca.crt");
-    const token = await secretText(secrets, "relay-identity-token-secret", "token");
     const v4 = rawClient(port, rootPem, undefined, "127.0.0.1");
     clients.push(v4);
     const call = (c: typeof v4, tok: string) =>
@@ -269,7 +253,7 @@ Deno.test("token guessing: failures are rate-limited per peer", async (t) => {
         assert(/retry in \d+ s/.test(res.details), res.details);
       }
       // Refusals while limited do not extend the penalty further than one refill per attempt.
-      const exhausted = await metricValue(metricsPort!, "meshrelay_bootstrap_failures_total", {
+      const exhausted = await metricValue(metricsPort, "meshrelay_bootstrap_failures_total", {
         reason: "resource_exhausted",
       });
       assert(exhausted >= 2, `resource_exhausted counted: ${exhausted}`);
@@ -471,18 +455,12 @@ Deno.test("token timing: the token check does not tell how much of a wrong guess
 
 Deno.test("token timing through a real server: how much of a wrong guess is right is not told apart", async (t) => {
   const ws = await workspace("hostile-token-timing");
-  const secrets = `${ws.dir}/secrets`;
-  const { proc, port } = await startServer([
-    ...localServerArgs(ws.config, { metrics: true }),
-    "--secrets-dir",
-    secrets,
-    "--bootstrap-failure-burst",
-    "1000000",
-  ], "token-timing-server");
+  const { proc, port, secrets, rootPem, token: shared } = await startHostileServer(ws, {
+    name: "token-timing-server",
+    args: ["--bootstrap-failure-burst", "1000000"],
+  });
   const c = { close() {} };
   try {
-    const rootPem = await secretText(secrets, "relay-root-tls-secret", "ca.crt");
-    const shared = await secretText(secrets, "relay-identity-token-secret", "token");
     const created = await runCli("server", [
       "token",
       "create",

@@ -1,7 +1,8 @@
 /**
  * Helpers of the hostile-input and fault tests: raw gRPC calls with bytes we choose (grpc-js generic
  * client with identity serializers, so nothing validates what we send), a seeded random source, a
- * protobuf mutator, and a real Bootstrap to get a client certificate.
+ * protobuf mutator, a real server started the same way for every hostile test, and a real Bootstrap to
+ * get a client certificate.
  */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
@@ -9,6 +10,7 @@ import { createCsr, generateKeyPair, type KeyAlgorithm, privateKeyToPem } from "
 import { type CertificateResponse, IdentityClient } from "../../src/proto/mod.ts";
 import { rawMethod } from "../../src/testing/raw_method.ts";
 import { rawCall, type RawCallStatus } from "../../src/testing/raw_h2_call.ts";
+import { localServerArgs, type Proc, startServer } from "../relay_e2e_harness.ts";
 
 /** Every RPC of the relay with raw bytes in and out. */
 export const RawRelayClient = grpc.makeGenericClientConstructor({
@@ -201,6 +203,58 @@ export async function bootstrapPair(
     return { certPem: r.certificatePem + r.chainPem, keyPem: await privateKeyToPem(kp) };
   } finally {
     c.close();
+  }
+}
+
+/** Serves every cluster, with a root the server generates in its own store: SignMeshCa can sign. */
+const ROOT_TRUST_POLICY = `apiVersion: meshrelay.io/v1alpha1
+kind: RootTrustPolicy
+metadata: { name: hostile-mesh }
+spec:
+  mgmtServerCa: { generated: {} }
+`;
+
+/** A server started by {@linkcode startHostileServer}, and what a client needs to reach it. */
+export interface HostileServer {
+  proc: Proc;
+  port: number;
+  metricsPort: number;
+  /** The server's `--secrets-dir`. */
+  secrets: string;
+  /** The relay's root CA (PEM), to trust the server. */
+  rootPem: string;
+  /** The shared bootstrap token. */
+  token: string;
+}
+
+/**
+ * Starts a real `meshrelay server` on the workspace `ws` (its declared config, /metrics on, its secrets
+ * in `<ws.dir>/secrets`) and waits until it listens. `host` overrides the harness's 127.0.0.1 (`::` gives
+ * a test a second peer address); `args` go last. With `rootTrustPolicy`, a RootTrustPolicy with a
+ * generated root is added to the config first, so SignMeshCa can sign. The caller stops the process; one
+ * it cannot use (no secrets, no /metrics) is killed here.
+ */
+export async function startHostileServer(
+  ws: { dir: string; config: string },
+  opts: { name: string; args?: string[]; host?: string; rootTrustPolicy?: boolean },
+): Promise<HostileServer> {
+  if (opts.rootTrustPolicy) await Deno.writeTextFile(`${ws.config}/root-trust.yaml`, ROOT_TRUST_POLICY);
+  const secrets = `${ws.dir}/secrets`;
+  const { proc, port, metricsPort } = await startServer([
+    ...(opts.host ? ["--host", opts.host] : []),
+    ...localServerArgs(ws.config, { metrics: true }),
+    "--secrets-dir",
+    secrets,
+    ...opts.args ?? [],
+  ], opts.name);
+  try {
+    if (metricsPort === undefined) throw new Error(`${opts.name}: no /metrics port in its listening line`);
+    const rootPem = await secretText(secrets, "relay-root-tls-secret", "ca.crt");
+    const token = await secretText(secrets, "relay-identity-token-secret", "token");
+    return { proc, port, metricsPort, secrets, rootPem, token };
+  } catch (e) {
+    await proc.kill9();
+    throw e;
   }
 }
 
