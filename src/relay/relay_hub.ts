@@ -22,10 +22,9 @@ import {
   type ObjectStatus,
   readsDiscoveredContent,
   type ResourceVersion,
-  type VersionDiff,
 } from "../state/mod.ts";
 import type { MetricsRegistry } from "./metrics.ts";
-import { describeOversized, type OversizedObject } from "./wire.ts";
+import { describeOversized, type DiscoveredUpsert, type OversizedObject } from "./wire.ts";
 
 /** What the hub needs from a live Sync stream (implemented by the Sync service). */
 export interface SyncSession {
@@ -269,7 +268,12 @@ export class RelayHub {
    * schedules a recomputation when one of them can alter a desired state. `partial`: more generations
    * of the same push follow, so the cluster does not count as warmed yet.
    */
-  applyDiscovery(cluster: string, generation: number, diff: VersionDiff, partial = false): InventoryChange {
+  applyDiscovery(
+    cluster: string,
+    generation: number,
+    diff: { upserts: readonly DiscoveredUpsert[]; deletes: readonly ObjectKey[] },
+    partial = false,
+  ): InventoryChange {
     if (!this.#registry.has(cluster)) {
       throw new PermissionDeniedError(`cluster ${JSON.stringify(cluster)} is not registered`);
     }

@@ -33,12 +33,14 @@ import {
   type VersionDiff,
   versionedMap,
   type VersionedObject,
+  type VersionedUpsert,
 } from "../state/mod.ts";
 import { Backoff, type BackoffOptions } from "./backoff.ts";
 import type { MetricsRegistry } from "./metrics.ts";
 import {
   checkMaxMessageBytes,
   chunkDiff,
+  contentNeededBy,
   DEFAULT_MAX_MESSAGE_BYTES,
   describeOversized,
   DiffAssembler,
@@ -46,6 +48,8 @@ import {
   HeldAssembler,
   helloMessages,
   statusMessages,
+  toResource,
+  toVersionOnlyResource,
 } from "./wire.ts";
 
 /** An open Sync stream and how to release what was built for it. */
@@ -120,6 +124,8 @@ interface SessionState {
   closed: boolean;
   maxBytes: number;
   welcome: HeldAssembler;
+  /** From the server's Welcome: whether a discovered object must be pushed whole (else its version). */
+  contentNeeded: (key: ObjectKey) => boolean;
   desiredAsm: DiffAssembler;
   serverView?: Map<ObjectKey, ResourceVersion>;
   /** The discovery generation awaiting its ack; `partial`: more of the same push follow it. */
@@ -353,6 +359,7 @@ export class SyncAgent {
       closed: false,
       maxBytes: this.#maxBytes,
       welcome: new HeldAssembler("Welcome", this.#o.maxObjectsPerDiff ?? 500_000),
+      contentNeeded: () => true,
       desiredAsm: new DiffAssembler("desired", this.#o.maxObjectsPerDiff ?? 500_000),
       discoveryGeneration: 0,
       sentInitial: false,
@@ -431,6 +438,7 @@ export class SyncAgent {
       const inv = s.welcome.add(msg.welcome.inventory, msg.welcome.more);
       if (!inv) return;
       if (msg.welcome.maxMessageBytes > 0) s.maxBytes = Math.min(s.maxBytes, msg.welcome.maxMessageBytes);
+      s.contentNeeded = contentNeededBy(msg.welcome);
       s.serverView = new Map(inv);
       this.#log.info("connected", { cluster: msg.welcome.cluster, serverHolds: inv.size });
       this.#kickDiscovery();
@@ -499,7 +507,8 @@ export class SyncAgent {
     const diff = diffByVersion(s.serverView, this.#local);
     if (s.sentInitial && diff.upserts.length === 0 && diff.deletes.length === 0) return;
     const generation = ++s.discoveryGeneration;
-    const out = chunkDiff(diff, generation, s.maxBytes, undefined, DISCOVERY_PUSH_BYTES);
+    const encode = (u: VersionedUpsert) => s.contentNeeded(u.key) ? toResource(u) : toVersionOnlyResource(u);
+    const out = chunkDiff(diff, generation, s.maxBytes, encode, DISCOVERY_PUSH_BYTES);
     for (const o of out.oversized) {
       const id = `${o.key}@${this.#local.get(o.key)?.version}`;
       if (this.#oversizedLogged.has(id)) continue;

@@ -193,7 +193,12 @@ Deno.test("SyncAgent: an object too large to push is logged once and never block
       maxMessageBytes: 2048,
     },
   );
-  discovery.upsert({ ...o.configMap("huge", { blob: "x".repeat(5000) }) });
+  // A Service's content is read by the server, so it must travel whole: this one cannot.
+  const huge = o.service("huge", true);
+  huge.metadata.annotations = { blob: "x".repeat(5000) };
+  discovery.upsert(huge);
+  // A ConfigMap as large travels as its version alone (the server keeps nothing else of it).
+  discovery.upsert(o.configMap("large", { blob: "x".repeat(5000) }));
   const ac = new AbortController();
   const run = agent.run(ac.signal);
   try {
@@ -204,13 +209,14 @@ Deno.test("SyncAgent: an object too large to push is logged once and never block
       "pushed",
     );
     const inv = env.hub.inventoryVersions("c1");
-    assert(!inv.has("v1|ConfigMap|apps|huge"));
+    assert(!inv.has("v1|Service|apps|huge"));
+    assertEquals(inv.get("v1|ConfigMap|apps|large"), discovery.versions().get("v1|ConfigMap|apps|large"));
     assertEquals(inv.size, discovery.versions().size - 1);
     const lines = log.lines.filter((l) =>
       l.msg === "discovered object too large to push; the server will not see it"
     );
     assertEquals(lines.length, 1);
-    assertEquals(lines[0].key, "v1|ConfigMap|apps|huge");
+    assertEquals(lines[0].key, "v1|Service|apps|huge");
   } finally {
     ac.abort();
     await run;
@@ -295,12 +301,47 @@ Deno.test("SyncAgent: stop and reconnect() that land while a dial is in progress
   }
 });
 
+Deno.test("SyncAgent pushes whole only what the server reads; the rest as versions, the same inventory", async () => {
+  const env = await server();
+  const clock = new FakeClock();
+  const { agent, discovery } = agentFor(testDialer("c1", () => env.srv.port), clock);
+  // About 16 KB as whole objects; as key and version alone, two generations at most.
+  for (let i = 0; i < 40; i++) discovery.upsert(o.configMap(`m${i}`, { pad: "x".repeat(300) }));
+  discovery.upsert(o.service("web", true));
+  const ac = new AbortController();
+  const run = agent.run(ac.signal);
+  try {
+    await waitUntil(() => agent.state === "synced", "synced");
+    assertEquals(env.hub.inventoryVersions("c1"), discovery.versions());
+    assertEquals(agent.stats.discoveryObjectsSent, discovery.versions().size);
+    assert(agent.stats.discoveryBytesSent < 5000, `${agent.stats.discoveryBytesSent} bytes sent`);
+    assert(agent.stats.discoveryGenerationsSent <= 2, `${agent.stats.discoveryGenerationsSent} generations`);
+    // A change to a version-only object is a change on the server too.
+    discovery.upsert(o.configMap("m0", { pad: "changed" }));
+    await waitUntil(
+      () =>
+        env.hub.inventoryVersions("c1").get("v1|ConfigMap|apps|m0") ===
+          discovery.versions().get("v1|ConfigMap|apps|m0"),
+      "changed version pushed",
+    );
+  } finally {
+    ac.abort();
+    await run;
+    await env.stop();
+  }
+});
+
 Deno.test("SyncAgent splits a large push into acknowledged generations and is in sync only after the last", async () => {
   const env = await server();
   const clock = new FakeClock();
   const { agent, discovery } = agentFor(testDialer("c1", () => env.srv.port), clock);
-  // About 16 KB of objects: four or more generations of DISCOVERY_PUSH_BYTES.
-  for (let i = 0; i < 40; i++) discovery.upsert(o.configMap(`m${i}`, { pad: "x".repeat(300) }));
+  // About 16 KB of Services (the server reads their content, so they travel whole): four or more
+  // generations of DISCOVERY_PUSH_BYTES.
+  for (let i = 0; i < 40; i++) {
+    const svc = o.service(`s${i}`, false);
+    svc.metadata.annotations = { pad: "x".repeat(300) };
+    discovery.upsert(svc);
+  }
   const ac = new AbortController();
   const run = agent.run(ac.signal);
   try {

@@ -18,7 +18,13 @@ import type { Clock } from "../clock.ts";
 import { GrpcStatus, grpcStatusOf, InvalidInputError, MeshrelayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type AgentMessage, type RelayServer, RelayService, type ServerMessage } from "../proto/mod.ts";
-import { diffByVersion, type ObjectKey, type ResourceVersion } from "../state/mod.ts";
+import {
+  diffByVersion,
+  DISCOVERED_CONTENT_KEY_PREFIXES,
+  type ObjectKey,
+  readsDiscoveredContent,
+  type ResourceVersion,
+} from "../state/mod.ts";
 import type { MetricsRegistry } from "./metrics.ts";
 import { connectionDestroyedUnder, grpcRefusalOf, REFUSED_BEFORE_HANDLER } from "./grpc_refusals.ts";
 import type { RelayHub, SyncSession } from "./relay_hub.ts";
@@ -26,7 +32,7 @@ import {
   checkMaxMessageBytes,
   chunkDiff,
   DEFAULT_MAX_MESSAGE_BYTES,
-  DiffAssembler,
+  DiscoveryAssembler,
   HeldAssembler,
   SharedResourceEncoder,
   StatusAssembler,
@@ -129,7 +135,7 @@ class ServerSyncSession implements SyncSession {
   #warmed = false;
   // Made on first use and the Hello's dropped once complete: a server holds thousands of sessions.
   #hello?: HeldAssembler;
-  #discovery?: DiffAssembler;
+  #discovery?: DiscoveryAssembler;
   #status?: StatusAssembler;
   /** What the agent holds of its desired state, as far as we sent it (key → version). */
   #agentView?: Map<ObjectKey, ResourceVersion>;
@@ -182,7 +188,14 @@ class ServerSyncSession implements SyncSession {
     this.#d.m.push.inc();
     this.#d.m.streams.inc();
     this.#log.info("sync stream open");
-    for (const msg of welcomeMessages(cluster, this.#d.hub.inventoryVersions(cluster), this.#d.maxBytes)) {
+    for (
+      const msg of welcomeMessages(
+        cluster,
+        this.#d.hub.inventoryVersions(cluster),
+        this.#d.maxBytes,
+        DISCOVERED_CONTENT_KEY_PREFIXES,
+      )
+    ) {
       await this.#write(msg);
       if (this.#closed) return;
     }
@@ -211,7 +224,7 @@ class ServerSyncSession implements SyncSession {
         this.desiredChanged();
       }
     } else if (msg.discovery) {
-      this.#discovery ??= new DiffAssembler("discovery", this.#d.maxObjects);
+      this.#discovery ??= new DiscoveryAssembler(this.#d.maxObjects, versionSuffices);
       const done = this.#discovery.add(msg.discovery);
       if (!done) return;
       const change = this.#d.hub.applyDiscovery(this.cluster, done.generation, done.diff, done.partial);
@@ -419,3 +432,6 @@ function errText(e: unknown): string {
   if (e && typeof e === "object" && "details" in e) return String((e as { details: unknown }).details);
   return String(e);
 }
+
+/** The server keeps only the version of discovered objects it does not read (Inventory keepContent). */
+const versionSuffices = (key: ObjectKey) => !readsDiscoveredContent(key);

@@ -14,6 +14,7 @@ import type {
   Resource,
   ResourceDiff,
   ServerMessage,
+  Welcome,
   WireObjectStatus,
 } from "../proto/mod.ts";
 import {
@@ -342,11 +343,39 @@ export function welcomeMessages(
   cluster: string,
   inventory: ReadonlyMap<ObjectKey, ResourceVersion>,
   maxBytes: number,
+  /** Key prefixes whose content the server reads; given, every other object's version suffices. */
+  contentKeyPrefixes?: readonly string[],
 ): ServerMessage[] {
-  const groups = chunkHeld(toHeld(inventory), maxBytes, lenField(strBytes(cluster)));
+  const prefixes = contentKeyPrefixes ? [...contentKeyPrefixes] : [];
+  const extra = lenField(strBytes(cluster)) + prefixes.reduce((n, p) => n + lenField(strBytes(p)), 0) + 2;
+  const groups = chunkHeld(toHeld(inventory), maxBytes, extra);
   return groups.map((g, i) => ({
-    welcome: { cluster, inventory: g, more: i < groups.length - 1, maxMessageBytes: maxBytes },
+    welcome: {
+      cluster,
+      inventory: g,
+      more: i < groups.length - 1,
+      maxMessageBytes: maxBytes,
+      contentKeyPrefixes: prefixes,
+      versionsSuffice: contentKeyPrefixes !== undefined,
+    },
   }));
+}
+
+/**
+ * What a server's Welcome says about discovered content: whether the object under a key must be sent
+ * whole. Without `versions_suffice` (a server that predates it), every object is.
+ */
+export function contentNeededBy(welcome: Welcome): (key: ObjectKey) => boolean {
+  if (!welcome.versionsSuffice) return () => true;
+  const prefixes = [...welcome.contentKeyPrefixes];
+  return (key) => prefixes.some((p) => key.startsWith(p));
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/** A discovered object as its key and version alone, for a server that keeps only the version. */
+export function toVersionOnlyResource(u: { key: ObjectKey; version: ResourceVersion }): Resource {
+  return { key: u.key, version: u.version, objectJson: NO_BYTES };
 }
 
 /** Collects a chunked set of held versions (Hello or Welcome) until the message without `more`. */
@@ -383,23 +412,33 @@ export class HeldAssembler {
   }
 }
 
+/** A discovered object as a server may receive it: whole, or (see Welcome) as its version alone. */
+export interface DiscoveredUpsert {
+  key: ObjectKey;
+  version: ResourceVersion;
+  /** Absent when the agent sent the version alone. */
+  object?: KubeObject;
+}
+
 /**
  * Collects the chunks of one diff generation. Chunks of one generation must be contiguous; the
- * complete diff is returned on the chunk with `last = true`.
+ * complete diff is returned on the chunk with `last = true`. Each object is checked by `parse`.
  */
-export class DiffAssembler {
+class ChunkAssembler<U extends DiscoveredUpsert> {
   #generation: number | undefined;
   // Only while a generation is being assembled: an idle stream holds no empty map and set.
-  #upserts?: Map<ObjectKey, VersionedUpsert>;
+  #upserts?: Map<ObjectKey, U>;
   #deletes?: Set<ObjectKey>;
   #lastDone = 0;
   #what: string;
   #limit: number;
+  #parse: (r: Resource) => U;
 
   /** `maxObjects` bounds what one pending diff may hold. */
-  constructor(what: string, maxObjects: number) {
+  constructor(what: string, maxObjects: number, parse: (r: Resource) => U) {
     this.#what = what;
     this.#limit = maxObjects;
+    this.#parse = parse;
   }
 
   /** Generation of the last complete diff (0 before the first). */
@@ -411,7 +450,9 @@ export class DiffAssembler {
    * Adds a chunk (validating every object); returns the complete diff on the last chunk, with
    * `partial` from that chunk (more generations of the same push follow).
    */
-  add(chunk: ResourceDiff): { generation: number; diff: VersionDiff; partial: boolean } | undefined {
+  add(
+    chunk: ResourceDiff,
+  ): { generation: number; diff: { upserts: U[]; deletes: ObjectKey[] }; partial: boolean } | undefined {
     const g = chunk.generation;
     if (!Number.isSafeInteger(g) || g <= 0) {
       throw new InvalidInputError(`${this.#what}: generation must be positive`);
@@ -437,7 +478,7 @@ export class DiffAssembler {
       deletes.add(key);
     }
     for (const r of chunk.upserts) {
-      const u = fromResource(r);
+      const u = this.#parse(r);
       deletes.delete(u.key);
       upserts.set(u.key, u);
     }
@@ -446,7 +487,7 @@ export class DiffAssembler {
     }
     if (!chunk.last) return undefined;
     const sortKey = (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0;
-    const diff: VersionDiff = {
+    const diff = {
       upserts: [...upserts.values()].sort((a, b) => sortKey(a.key, b.key)),
       deletes: [...deletes].sort(sortKey),
     };
@@ -456,6 +497,46 @@ export class DiffAssembler {
     this.#deletes = undefined;
     return { generation: g, diff, partial: chunk.partial === true };
   }
+}
+
+/** Collects a chunked diff of whole objects (desired state, or discovery from any agent). */
+export class DiffAssembler extends ChunkAssembler<VersionedUpsert> {
+  /** `maxObjects` bounds what one pending diff may hold. */
+  constructor(what: string, maxObjects: number) {
+    super(what, maxObjects, fromResource);
+  }
+}
+
+/**
+ * Collects a chunked discovery push for a server that told the agent (Welcome) that the version of an
+ * object suffices wherever `versionsSuffice(key)`: there an empty `object_json` is the version alone,
+ * with a well-formed key; everywhere else objects must come whole.
+ */
+export class DiscoveryAssembler extends ChunkAssembler<DiscoveredUpsert> {
+  constructor(maxObjects: number, versionsSuffice: (key: ObjectKey) => boolean) {
+    super(
+      "discovery",
+      maxObjects,
+      (r) => r.objectJson.byteLength === 0 && versionsSuffice(r.key) ? versionOnly(r) : fromResource(r),
+    );
+  }
+}
+
+/** Longest version accepted alone: ours are 32 hex digits; this leaves room for another hash. */
+const MAX_VERSION_CHARS = 128;
+
+function versionOnly(r: Resource): DiscoveredUpsert {
+  const name = JSON.stringify(r.key.slice(0, 200));
+  const parts = r.key.split("|");
+  if (parts.length !== 4 || parts[0] === "" || parts[1] === "" || parts[3] === "") {
+    throw new InvalidInputError(`object ${name}: not a key of the form apiVersion|kind|namespace|name`);
+  }
+  if (r.version === "" || r.version.length > MAX_VERSION_CHARS) {
+    throw new InvalidInputError(
+      `object ${name}: a version alone must have 1 to ${MAX_VERSION_CHARS} characters`,
+    );
+  }
+  return { key: r.key, version: r.version };
 }
 
 /** Longest status message sent, in characters: a status names a problem, it does not carry a log. */

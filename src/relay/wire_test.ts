@@ -1,11 +1,13 @@
 import { InvalidInputError, ResourceExhaustedError } from "../errors.ts";
-import { AgentMessageCodec, ServerMessageCodec } from "../proto/mod.ts";
+import { AgentMessageCodec, type ResourceDiff, ServerMessageCodec, type Welcome } from "../proto/mod.ts";
 import { diffByVersion, type KubeObject, resourceVersionOf, versionedMap } from "../state/mod.ts";
 import { assert, assertEquals, assertStringIncludes, assertThrows } from "../testing/assert.ts";
 import {
   checkMaxMessageBytes,
   chunkDiff,
+  contentNeededBy,
   DiffAssembler,
+  DiscoveryAssembler,
   ENVELOPE_BYTES,
   fromResource,
   grpcMessageOptions,
@@ -16,6 +18,7 @@ import {
   statusMessages,
   SYNC_FILL_BYTES,
   toResource,
+  toVersionOnlyResource,
   welcomeMessages,
 } from "./wire.ts";
 
@@ -144,7 +147,8 @@ Deno.test("helloMessages/welcomeMessages chunk held versions below the limit", a
   for (const c of cases) {
     await t.step(c.name, () => {
       const hello = helloMessages("0.1.0", c.held, c.max);
-      const welcome = welcomeMessages("cluster-1", c.held, c.max);
+      // With the content prefixes on every message, as the server sends them.
+      const welcome = welcomeMessages("cluster-1", c.held, c.max, ["v1|Service|", "v1|Endpoints|"]);
       const bound = Math.min(c.max, SYNC_FILL_BYTES);
       if (c.want !== undefined) {
         assertEquals([hello.length, welcome.length], [c.want, c.want]);
@@ -188,6 +192,88 @@ Deno.test("helloMessages/welcomeMessages chunk held versions below the limit", a
       assertEquals(w, c.held);
     });
   }
+});
+
+Deno.test("Welcome content prefixes and DiscoveryAssembler: versions alone only where they suffice", async (t) => {
+  const svc = service("web", "apps");
+  const cm: KubeObject = { apiVersion: "v1", kind: "ConfigMap", metadata: { name: "c", namespace: "apps" } };
+  const [welcome] = welcomeMessages("cluster-1", new Map(), 4096, ["v1|Service|"]);
+  const needed = contentNeededBy(welcome.welcome!);
+  await t.step("the Welcome's prefixes decide what travels whole", () => {
+    assertEquals([needed("v1|Service|apps|web"), needed("v1|ConfigMap|apps|c")], [true, false]);
+    // A server without the fields (an older one) gets everything whole.
+    const old: Welcome = { ...welcome.welcome!, contentKeyPrefixes: [], versionsSuffice: false };
+    assertEquals(contentNeededBy(old)("v1|ConfigMap|apps|c"), true);
+    const none = welcomeMessages("cluster-1", new Map(), 4096)[0].welcome!;
+    assertEquals(contentNeededBy(none)("v1|ConfigMap|apps|c"), true);
+  });
+  const chunk = (upserts: ResourceDiff["upserts"], generation = 1): ResourceDiff => ({
+    generation,
+    upserts,
+    deletes: [],
+    last: true,
+    partial: false,
+  });
+  const versionOf = (o: KubeObject) => versionedMap([o]).values().next().value!.version;
+  await t.step("a version alone is taken where it suffices, a whole object everywhere", () => {
+    const asm = new DiscoveryAssembler(100, (k) => !needed(k));
+    const key = "v1|ConfigMap|apps|c";
+    const done = asm.add(chunk([
+      toVersionOnlyResource({ key, version: versionOf(cm) }),
+      toResource({ key: "v1|Service|apps|web", object: svc, version: versionOf(svc) }),
+      toResource({
+        key: "v1|ConfigMap|apps|whole",
+        object: { ...cm, metadata: { ...cm.metadata, name: "whole" } },
+        version: versionOf({ ...cm, metadata: { ...cm.metadata, name: "whole" } }),
+      }),
+    ]))!;
+    assertEquals(done.diff.upserts.map((u) => [u.key, u.object !== undefined]), [
+      [key, false],
+      ["v1|ConfigMap|apps|whole", true],
+      ["v1|Service|apps|web", true],
+    ]);
+  });
+  const refused: [string, ResourceDiff["upserts"][number], string][] = [
+    [
+      "a Service without its content",
+      toVersionOnlyResource({ key: "v1|Service|apps|web", version: "v" }),
+      "not valid UTF-8 JSON",
+    ],
+    [
+      "a key of three parts",
+      toVersionOnlyResource({ key: "v1|ConfigMap|c", version: "v" }),
+      "apiVersion|kind|namespace|name",
+    ],
+    [
+      "a key without a name",
+      toVersionOnlyResource({ key: "v1|ConfigMap|apps|", version: "v" }),
+      "apiVersion|kind|namespace|name",
+    ],
+    [
+      "an empty version",
+      toVersionOnlyResource({ key: "v1|ConfigMap|apps|c", version: "" }),
+      "1 to 128 characters",
+    ],
+    [
+      "a version of 129 characters",
+      toVersionOnlyResource({ key: "v1|ConfigMap|apps|c", version: "a".repeat(129) }),
+      "1 to 128 characters",
+    ],
+  ];
+  for (const [name, r, msg] of refused) {
+    await t.step(`refused: ${name}`, () => {
+      const asm = new DiscoveryAssembler(100, (k) => !needed(k));
+      const e = assertThrows(() => asm.add(chunk([r])), InvalidInputError);
+      assertStringIncludes(e.message, msg);
+    });
+  }
+  await t.step("the desired-state assembler takes no version alone", () => {
+    const asm = new DiffAssembler("desired", 100);
+    assertThrows(
+      () => asm.add(chunk([toVersionOnlyResource({ key: "v1|ConfigMap|apps|c", version: versionOf(cm) })])),
+      InvalidInputError,
+    );
+  });
 });
 
 Deno.test("assemblers refuse protocol violations", async (t) => {

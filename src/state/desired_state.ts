@@ -47,6 +47,12 @@ export function readsDiscoveredContent(key: ObjectKey): boolean {
 
 const SERVICE_KEY_PREFIX = "v1|Service|";
 
+/**
+ * The key prefixes {@linkcode readsDiscoveredContent} accepts, for the server to tell its agents
+ * (Welcome): an object under any other key is sent as its version alone.
+ */
+export const DISCOVERED_CONTENT_KEY_PREFIXES: readonly string[] = Object.freeze([SERVICE_KEY_PREFIX]);
+
 interface Exported {
   sourceCluster: string;
   service: KubeObject;

@@ -86,15 +86,43 @@ export class Inventory implements InventoryView {
 
   /** Applies deltas in order; returns the keys whose content really changed. */
   applyDeltas(events: readonly DiscoveryEvent[]): InventoryChange {
+    return this.#apply(events.map((ev) => {
+      if (ev.type === "delete") return { key: ev.key, entry: undefined };
+      const key = objectKey(ev.object);
+      return { key, entry: this.#store(key, ev.object) };
+    }));
+  }
+
+  /**
+   * Applies a {@linkcode diffByVersion} result computed against this inventory's versions. An upsert
+   * without its object sets the version alone, which only a key outside `keepContent` may have.
+   */
+  applyDiff(diff: {
+    upserts: readonly { key: ObjectKey; version: ResourceVersion; object?: KubeObject }[];
+    deletes: readonly ObjectKey[];
+  }): InventoryChange {
+    return this.#apply([
+      ...diff.deletes.map((key) => ({ key, entry: undefined })),
+      ...diff.upserts.map((u) => {
+        if (u.object) {
+          const key = objectKey(u.object);
+          return { key, entry: this.#store(key, u.object) };
+        }
+        if (this.#keep(u.key)) {
+          throw new Error(`inventory: ${u.key} keeps its content, got its version alone`);
+        }
+        return { key: u.key, entry: u.version };
+      }),
+    ]);
+  }
+
+  /** Sets (or, with no entry, deletes) keys in order; returns the keys whose version really changed. */
+  #apply(ops: readonly { key: ObjectKey; entry: Entry | undefined }[]): InventoryChange {
     const touched = new Map<ObjectKey, ResourceVersion | undefined>();
-    for (const ev of events) {
-      const key = ev.type === "upsert" ? objectKey(ev.object) : ev.key;
+    for (const { key, entry } of ops) {
       if (!touched.has(key)) touched.set(key, versionOfEntry(this.#items.get(key)));
-      if (ev.type === "upsert") {
-        this.#items.set(key, this.#store(key, ev.object));
-      } else {
-        this.#items.delete(key);
-      }
+      if (entry === undefined) this.#items.delete(key);
+      else this.#items.set(key, entry);
     }
     const change: InventoryChange = { upserts: [], deletes: [] };
     for (const [key, before] of [...touched].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
@@ -104,16 +132,6 @@ export class Inventory implements InventoryView {
       else change.upserts.push(key);
     }
     return change;
-  }
-
-  /** Applies a {@linkcode diffByVersion} result computed against this inventory's versions. */
-  applyDiff(
-    diff: { upserts: readonly { object: KubeObject }[]; deletes: readonly ObjectKey[] },
-  ): InventoryChange {
-    return this.applyDeltas([
-      ...diff.deletes.map((key) => ({ type: "delete" as const, key })),
-      ...diff.upserts.map((u) => ({ type: "upsert" as const, object: u.object })),
-    ]);
   }
 
   /** The entry for `key`, as a copy; undefined when absent or when only its version is kept. */

@@ -50,6 +50,7 @@ export {
   type DesiredState,
   desiredStateFor,
   DesiredStatePlan,
+  DISCOVERED_CONTENT_KEY_PREFIXES,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   readsDiscoveredContent,

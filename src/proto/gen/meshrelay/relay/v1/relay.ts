@@ -94,7 +94,10 @@ export interface Resource {
   key: string;
   /** Content hash of the canonical JSON. */
   version: string;
-  /** Canonical JSON of the Kubernetes-shaped object. */
+  /**
+   * Canonical JSON of the Kubernetes-shaped object. Empty in a discovery push for an object the server
+   * keeps only the version of (see Welcome.versions_suffice).
+   */
   objectJson: Uint8Array;
 }
 
@@ -173,6 +176,14 @@ export interface Welcome {
   more: boolean;
   /** Largest message the server accepts, so the agent chunks below it. */
   maxMessageBytes: number;
+  /**
+   * Discovery: with `versions_suffice`, the server reads the content only of discovered objects whose
+   * key starts with one of `content_key_prefixes` (`apiVersion|kind|`); the agent sends every other
+   * object as its key and version alone (`Resource.object_json` empty), since the server keeps only
+   * the version of those. A server that sets neither gets every object whole.
+   */
+  contentKeyPrefixes: string[];
+  versionsSuffice: boolean;
 }
 
 export interface DiscoveryAck {
@@ -1031,7 +1042,14 @@ export const ServerMessage: MessageFns<ServerMessage> = {
 };
 
 function createBaseWelcome(): Welcome {
-  return { cluster: "", inventory: [], more: false, maxMessageBytes: 0 };
+  return {
+    cluster: "",
+    inventory: [],
+    more: false,
+    maxMessageBytes: 0,
+    contentKeyPrefixes: [],
+    versionsSuffice: false,
+  };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -1047,6 +1065,12 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.maxMessageBytes !== 0) {
       writer.uint32(32).uint32(message.maxMessageBytes);
+    }
+    for (const v of message.contentKeyPrefixes) {
+      writer.uint32(42).string(v!);
+    }
+    if (message.versionsSuffice !== false) {
+      writer.uint32(48).bool(message.versionsSuffice);
     }
     return writer;
   },
@@ -1090,6 +1114,22 @@ export const Welcome: MessageFns<Welcome> = {
           message.maxMessageBytes = reader.uint32();
           continue;
         }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.contentKeyPrefixes.push(reader.string());
+          continue;
+        }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.versionsSuffice = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1108,6 +1148,8 @@ export const Welcome: MessageFns<Welcome> = {
     message.inventory = object.inventory?.map((e) => HeldVersion.fromPartial(e)) || [];
     message.more = object.more ?? false;
     message.maxMessageBytes = object.maxMessageBytes ?? 0;
+    message.contentKeyPrefixes = object.contentKeyPrefixes?.map((e) => e) || [];
+    message.versionsSuffice = object.versionsSuffice ?? false;
     return message;
   },
 };
