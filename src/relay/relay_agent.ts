@@ -222,6 +222,21 @@ export class RelayAgent {
           signal.addEventListener("abort", onAbort, { once: true });
         });
       }
+      dialedSerial = creds.serial;
+      // Right after a Bootstrap: the first stream runs on its connection (session_binding.ts).
+      const bound = transport!.takeBoundChannel(creds.serial);
+      dialedBound = bound !== undefined;
+      if (bound) {
+        // The client runs on the Bootstrap's channel (its TLS verified the server already): the address and
+        // credentials grpc-js requires here are never used, so none are built from the certificate.
+        client = new RelayClient(o.serverAddress, grpc.credentials.createInsecure(), {
+          ...channelOptions,
+          channelOverride: bound.channel,
+        });
+        const md = new grpc.Metadata();
+        md.set(SESSION_BINDING_METADATA, bound.binding);
+        return { stream: client.sync(md), release: () => closeClient(client) };
+      }
       const ch = channelFor({
         serverAddress: o.serverAddress,
         authority: o.authority,
@@ -229,19 +244,6 @@ export class RelayAgent {
         client: creds,
         options: channelOptions,
       });
-      dialedSerial = creds.serial;
-      // Right after a Bootstrap: the first stream runs on its connection (session_binding.ts).
-      const bound = transport!.takeBoundChannel(creds.serial);
-      dialedBound = bound !== undefined;
-      if (bound) {
-        client = new RelayClient(ch.target, ch.credentials, {
-          ...ch.options,
-          channelOverride: bound.channel,
-        });
-        const md = new grpc.Metadata();
-        md.set(SESSION_BINDING_METADATA, bound.binding);
-        return { stream: client.sync(md), release: () => closeClient(client) };
-      }
       client = new RelayClient(ch.target, ch.credentials, ch.options);
       return { stream: client.sync(), release: () => closeClient(client) };
     };
