@@ -17,14 +17,23 @@ import {
   workspace,
 } from "./relay_e2e_harness.ts";
 
-Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs after it", async () => {
-  const ws = await workspace("keepalive");
+/**
+ * A server and one agent in sync through a fault proxy, each with its extra flags; `body` runs with
+ * them, and everything is stopped after it.
+ */
+async function throughProxy(
+  name: string,
+  extra: { server?: string[]; agent?: string[] },
+  body: (p: { server: Proc; agent: Proc; proxy: FaultProxy }) => Promise<void>,
+): Promise<void> {
+  const ws = await workspace(name);
   const secrets = `${ws.dir}/secrets`;
   const { proc: server, port } = await startServer([
     ...localServerArgs(ws.config),
     "--secrets-dir",
     secrets,
-  ], "keepalive-server");
+    ...extra.server ?? [],
+  ], `${name}-server`);
   const proxy = await FaultProxy.start({ targetPort: port });
   let agent: Proc | undefined;
   try {
@@ -37,12 +46,21 @@ Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs 
         serverSecrets: secrets,
         agentDir: dir,
       }),
-      "--keepalive-interval",
-      "1s",
-      "--keepalive-timeout",
-      "1s",
-    ], "keepalive-agent");
+      ...extra.agent ?? [],
+    ], `${name}-agent`);
     await agent.waitForLine((l) => l.msg === "in sync with the server", "first sync");
+    await body({ server, agent, proxy });
+  } finally {
+    await agent?.stop("SIGTERM");
+    await proxy.close();
+    await server.stop("SIGTERM");
+    await ws.cleanup();
+  }
+}
+
+Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs after it", async () => {
+  const agentFlags = ["--keepalive-interval", "1s", "--keepalive-timeout", "1s"];
+  await throughProxy("keepalive", { agent: agentFlags }, async ({ server, agent, proxy }) => {
     const from = agent.mark;
     proxy.mode = "stall";
     const stalledAt = Date.now();
@@ -61,42 +79,13 @@ Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs 
     proxy.mode = "pass";
     await agent.waitForLine((l) => l.msg === "in sync with the server", "in sync again", 60_000, back);
     assert(server.exited === undefined, "server still running");
-  } finally {
-    await agent?.stop("SIGTERM");
-    await proxy.close();
-    await server.stop("SIGTERM");
-    await ws.cleanup();
-  }
+  });
 });
 
 Deno.test("keepalive: the server frees the stream of an agent that vanished without closing", async () => {
-  const ws = await workspace("keepalive-server");
-  const secrets = `${ws.dir}/secrets`;
-  const { proc: server, port } = await startServer([
-    ...localServerArgs(ws.config),
-    "--secrets-dir",
-    secrets,
-    "--keepalive-interval",
-    "1s",
-    "--keepalive-timeout",
-    "1s",
-  ], "keepalive-server");
-  const proxy = await FaultProxy.start({ targetPort: port });
-  let agent: Proc | undefined;
-  try {
-    const dir = `${ws.dir}/agent`;
-    await Deno.mkdir(`${dir}/discovery`, { recursive: true });
-    // The agent keeps its default keepalive (30 s + 10 s): only the server's ping can notice in time.
-    agent = startAgent(
-      localAgentArgs({
-        cluster: "cluster-1",
-        serverAddress: `127.0.0.1:${proxy.port}`,
-        serverSecrets: secrets,
-        agentDir: dir,
-      }),
-      "keepalive-agent",
-    );
-    await agent.waitForLine((l) => l.msg === "in sync with the server", "first sync");
+  // The agent keeps its default keepalive (30 s + 10 s): only the server's ping can notice in time.
+  const serverFlags = ["--keepalive-interval", "1s", "--keepalive-timeout", "1s"];
+  await throughProxy("keepalive-server", { server: serverFlags }, async ({ server, agent, proxy }) => {
     const from = server.mark;
     proxy.mode = "stall";
     const stalledAt = Date.now();
@@ -110,10 +99,5 @@ Deno.test("keepalive: the server frees the stream of an agent that vanished with
     // 1 s of quiet, 1 s for the answer, plus scheduling: far below the default's 80 s.
     assert(noticedMs < 10_000, `noticed after ${noticedMs} ms`);
     assert(agent.exited === undefined, "agent still running");
-  } finally {
-    await agent?.stop("SIGTERM");
-    await proxy.close();
-    await server.stop("SIGTERM");
-    await ws.cleanup();
-  }
+  });
 });
