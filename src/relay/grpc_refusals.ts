@@ -31,10 +31,10 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { GrpcStatus } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import type { LogFields, Logger } from "../log.ts";
 import { peerAddress } from "./rate_limit.ts";
 
-/** `msg` of the line logged for a unary call refused by grpc-js or by this interceptor. */
+/** `msg` of the line logged for a call refused by grpc-js or by this interceptor ({@linkcode logRefusal}). */
 export const REFUSED_BEFORE_HANDLER = "call refused before its handler ran";
 /** Details of the status a unary call without one whole request message gets. */
 export const MISSING_REQUEST_DETAILS = "the request message is missing or cut short";
@@ -83,6 +83,20 @@ export function connectionDestroyedUnder(stream: object): boolean {
   return h2?.destroyed === true && h2.rstCode === 0;
 }
 
+/**
+ * The one line for a call refused before its handler saw the input (method, peer, code, grpc-js's
+ * reason). A deadline that passed is the client's own limit, not bad input: debug, not warn.
+ */
+export function logRefusal(log: Logger, method: string, r: GrpcRefusal, fields?: LogFields): void {
+  log[r.code === GrpcStatus.DEADLINE_EXCEEDED ? "debug" : "warn"](REFUSED_BEFORE_HANDLER, {
+    method,
+    peer: r.peer,
+    code: r.code,
+    error: r.details,
+    ...fields,
+  });
+}
+
 /** The server interceptor described in the module comment; logs through `log`. */
 export function refusalLogInterceptor(log: Logger): grpc.ServerInterceptor {
   const l = log.child({ component: "grpc" });
@@ -103,13 +117,7 @@ export function refusalLogInterceptor(log: Logger): grpc.ServerInterceptor {
     call.sendStatus = (status) => {
       if (!fromHandler && !logged && status.code !== GrpcStatus.OK) {
         logged = true;
-        const level = status.code === GrpcStatus.DEADLINE_EXCEEDED ? "debug" : "warn";
-        l[level](REFUSED_BEFORE_HANDLER, {
-          method: method.path,
-          peer,
-          code: status.code,
-          error: status.details ?? "",
-        });
+        logRefusal(l, method.path, { code: status.code, details: status.details ?? "", peer });
       }
       send(status);
     };

@@ -26,7 +26,7 @@ import {
   type ResourceVersion,
 } from "../state/mod.ts";
 import type { MetricsRegistry } from "./metrics.ts";
-import { connectionDestroyedUnder, grpcRefusalOf, REFUSED_BEFORE_HANDLER } from "./grpc_refusals.ts";
+import { connectionDestroyedUnder, grpcRefusalOf, logRefusal } from "./grpc_refusals.ts";
 import type { RelayHub, SyncSession } from "./relay_hub.ts";
 import {
   checkMaxMessageBytes,
@@ -368,15 +368,8 @@ class ServerSyncSession implements SyncSession {
     const refused = grpcRefusalOf(this.#call);
     if (refused) {
       // grpc-js ended the stream itself (a message over --max-message-bytes, say): bad input, one line.
-      // A deadline the client set is its own limit, as for unary calls (grpc_refusals.ts): debug.
       this.#teardown("refused_by_grpc");
-      this.#log[refused.code === GrpcStatus.DEADLINE_EXCEEDED ? "debug" : "warn"](REFUSED_BEFORE_HANDLER, {
-        method: RelayService.sync.path,
-        peer: refused.peer,
-        code: refused.code,
-        error: refused.details,
-        ...this.#duration(),
-      });
+      logRefusal(this.#log, RelayService.sync.path, refused, this.#duration());
       return;
     }
     this.#teardown(kind === "cancelled" ? "cancelled" : "transport_error");

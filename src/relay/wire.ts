@@ -61,9 +61,9 @@ export const SYNC_FILL_BYTES = 1024;
  * at once, with a step at 4 KiB: on a bare node:http2 TLS server, a connection that received one burst
  * keeps 6.3 KiB more at 2 KiB, 9.7 at 3 KiB, 24.4 at 4 KiB and 47.8 at 8 KiB; a second burst adds next
  * to nothing (`deno task bench:http2-leak`). So a generation, with its message envelopes, stays under
- * 4 KiB. 5,000 agents pushing 30 discovered objects each held
- * the server at 482-507 MiB in generations that stopped only once past 4 KiB, and at 468 MiB in
- * generations kept within 3 KiB (`deno task bench:relay --agents 5000 --discovered 30 --no-storm`).
+ * 4 KiB. 5,000 agents pushing 30 discovered objects each (whole) held the server at 482-507 MiB in
+ * generations that stopped only once past 4 KiB, and at 466-468 MiB in generations kept within 3 KiB
+ * (`deno task bench:relay --agents 5000 --discovered 30 --no-storm`).
  * The price is one round trip per generation, for the first push of a large cluster.
  */
 export const DISCOVERY_PUSH_BYTES = 3072;
@@ -247,9 +247,9 @@ type DiffItem = { del: string; size: number } | { res: Resource; upsert: Version
  * receiver always learns that the generation is complete. Deletes go first (order does not matter
  * to the receiver, which acts only on the last chunk).
  *
- * With `budgetBytes`, the generation takes items (deletes first) only until their encoded sizes add
- * up to the budget, at least one, and reports the rest as `deferred`: they are not encoded, so a
- * large diff sent generation by generation costs no more than sent at once.
+ * With `budgetBytes`, the generation takes items (deletes first) while their encoded sizes stay within
+ * the budget, at least one, and reports the rest as `deferred`: they are left for the next generation,
+ * whose diff the caller computes against what the receiver acknowledged.
  */
 export function chunkDiff(
   diff: VersionDiff,

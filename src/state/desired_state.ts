@@ -37,21 +37,20 @@ export interface DesiredState {
 }
 
 /**
- * Whether desired-state computation reads the content of the discovered object under `key`: only
- * Services, exported to other clusters by a ServiceFederation. Everything else a cluster discovers
- * matters to the server only by version (resync by difference), so that is all it needs to keep.
+ * The key prefixes of discovered objects whose content desired-state computation reads: Services,
+ * exported to other clusters by a ServiceFederation. The server tells its agents (Welcome), which send
+ * every other object as its version alone.
  */
-export function readsDiscoveredContent(key: ObjectKey): boolean {
-  return key.startsWith(SERVICE_KEY_PREFIX);
-}
-
-const SERVICE_KEY_PREFIX = "v1|Service|";
+export const DISCOVERED_CONTENT_KEY_PREFIXES: readonly string[] = Object.freeze(["v1|Service|"]);
 
 /**
- * The key prefixes {@linkcode readsDiscoveredContent} accepts, for the server to tell its agents
- * (Welcome): an object under any other key is sent as its version alone.
+ * Whether desired-state computation reads the content of the discovered object under `key` (one of
+ * {@linkcode DISCOVERED_CONTENT_KEY_PREFIXES}). Everything else a cluster discovers matters to the server
+ * only by version (resync by difference), so that is all it needs to keep.
  */
-export const DISCOVERED_CONTENT_KEY_PREFIXES: readonly string[] = Object.freeze([SERVICE_KEY_PREFIX]);
+export function readsDiscoveredContent(key: ObjectKey): boolean {
+  return DISCOVERED_CONTENT_KEY_PREFIXES.some((p) => key.startsWith(p));
+}
 
 interface Exported {
   sourceCluster: string;

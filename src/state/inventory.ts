@@ -3,7 +3,13 @@
  * snapshot and deltas; re-sent items (a retried chunk, a delta replayed after reconnect) change nothing.
  * @module
  */
-import { canonicalJson, contentHash, hashOfCanonical, type ResourceVersion } from "./canonical.ts";
+import {
+  canonicalJson,
+  contentHash,
+  hashOfCanonical,
+  type ResourceVersion,
+  resourceVersionOf,
+} from "./canonical.ts";
 import { type DiscoveryEvent, type KubeObject, type ObjectKey, objectKey } from "./types.ts";
 
 /** One object and its version. */
@@ -60,10 +66,11 @@ export class Inventory implements InventoryView {
     this.#keep = opts.keepContent ?? (() => true);
   }
 
-  #store(key: ObjectKey, o: KubeObject): Entry {
+  /** `version`, when given, is the object's content hash computed already (no second hash). */
+  #store(key: ObjectKey, o: KubeObject, version?: ResourceVersion): Entry {
+    if (!this.#keep(key)) return version ?? resourceVersionOf(o);
     const json = canonicalJson(o);
-    const version = hashOfCanonical(json);
-    return this.#keep(key) ? { json, version } : version;
+    return { json, version: version ?? hashOfCanonical(json) };
   }
 
   /** Replaces everything with `objects` (duplicates of a key: the last one counts). */
@@ -94,8 +101,10 @@ export class Inventory implements InventoryView {
   }
 
   /**
-   * Applies a {@linkcode diffByVersion} result computed against this inventory's versions. An upsert
-   * without its object sets the version alone, which only a key outside `keepContent` may have.
+   * Applies a {@linkcode diffByVersion} result computed against this inventory's versions; each upsert's
+   * version is its object's content hash (as diffByVersion and the wire's assemblers give it), so it is
+   * not hashed again. An upsert without its object sets the version alone, which only a key outside
+   * `keepContent` may have.
    */
   applyDiff(diff: {
     upserts: readonly { key: ObjectKey; version: ResourceVersion; object?: KubeObject }[];
@@ -104,10 +113,7 @@ export class Inventory implements InventoryView {
     return this.#apply([
       ...diff.deletes.map((key) => ({ key, entry: undefined })),
       ...diff.upserts.map((u) => {
-        if (u.object) {
-          const key = objectKey(u.object);
-          return { key, entry: this.#store(key, u.object) };
-        }
+        if (u.object) return { key: u.key, entry: this.#store(u.key, u.object, u.version) };
         if (this.#keep(u.key)) {
           throw new Error(`inventory: ${u.key} keeps its content, got its version alone`);
         }
@@ -152,15 +158,18 @@ export class Inventory implements InventoryView {
 
   /** key → {object, version} (copies) of the objects whose content is kept, sorted by key. */
   entries(): Map<ObjectKey, VersionedObject> {
-    // Only kept entries are sorted: most of a server's are versions only, and this runs per recompute.
-    const kept: [ObjectKey, Stored][] = [];
-    for (const [k, v] of this.#items) if (typeof v === "object") kept.push([k, v]);
-    kept.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0);
-    return new Map(kept.map(([k, v]) => [k, { object: JSON.parse(v.json), version: v.version }]));
+    return new Map(this.#kept().map(([k, v]) => [k, { object: JSON.parse(v.json), version: v.version }]));
   }
 
   objects(): KubeObject[] {
-    return [...this.entries().values()].map((e) => e.object);
+    return this.#kept().map(([, v]) => JSON.parse(v.json));
+  }
+
+  /** The entries whose content is kept, sorted by key (only those: most are versions, and recomputes call this). */
+  #kept(): [ObjectKey, Stored][] {
+    const kept: [ObjectKey, Stored][] = [];
+    for (const [k, v] of this.#items) if (typeof v === "object") kept.push([k, v]);
+    return kept.sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0);
   }
 
   /** One hash over every key and version: equal on both sides when they agree. */
