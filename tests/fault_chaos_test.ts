@@ -6,9 +6,10 @@
  * black-hole them for a while (stall) and make them slow, each while it holds a session and, for stall
  * and slow, with a discovery change to push through the bad link (which, through a ServiceFederation,
  * changes the other clusters' desired state); rotate the server certificate on disk (twice) and change
- * the declared config (twice). Each fault must take effect (a session to cut or stall, bytes through
- * the slow link); a rotation counts once a new TLS handshake gets the new certificate and every agent,
- * its session cut, is back in sync on a new one.
+ * the declared config (twice). Each fault must take effect where it happens: a cut session is seen by
+ * its agent, which resyncs; a stall holds a session's bytes, which go through once it ends; bytes go
+ * through the slow link; a rotation is served to a new TLS handshake and every agent, its session cut,
+ * is back in sync on a new one.
  *
  * These stalls end before the agents' keepalive (30 s + 10 s by default) notices them; that an agent
  * gives a hung connection up by its own ping is tests/fault_keepalive_test.ts, with short keepalives.
@@ -39,10 +40,11 @@ import {
 } from "../src/state/mod.ts";
 import { FileSecretStore } from "../src/store/mod.ts";
 import { FaultProxy } from "../src/testing/fault_proxy.ts";
-import { assertEquals } from "../src/testing/assert.ts";
+import { assert, assertEquals } from "../src/testing/assert.ts";
 import {
   appliedFiles,
   freePort,
+  localAgentArgs,
   type Proc,
   sleep,
   startAgent,
@@ -148,7 +150,6 @@ interface AgentSlot {
   proc?: Proc;
   dirs: { secrets: string; discovery: string; apply: string };
   version: number;
-  killed: number;
 }
 
 Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes converge with nothing lost or doubled", async () => {
@@ -182,27 +183,16 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
   let serverKills = 0;
   try {
     server = (await startServer(serverArgs, "chaos-server")).proc;
-    const rootFile = `${tmp}/root.crt`;
-    await Deno.copyFile(`${secrets}/relay-root-tls-secret/ca.crt`, rootFile);
-    const token = (await Deno.readTextFile(`${secrets}/relay-identity-token-secret/token`)).trim();
-
     const startSlot = (s: AgentSlot) => {
-      s.proc = startAgent([
-        "--cluster",
-        s.cluster,
-        "--server-address",
-        `127.0.0.1:${s.proxy.port}`,
-        "--root-ca",
-        rootFile,
-        "--token",
-        token,
-        "--secrets-dir",
-        s.dirs.secrets,
-        "--discovery-dir",
-        s.dirs.discovery,
-        "--apply-dir",
-        s.dirs.apply,
-      ], `agent-${s.cluster}`);
+      s.proc = startAgent(
+        localAgentArgs({
+          cluster: s.cluster,
+          serverAddress: `127.0.0.1:${s.proxy.port}`,
+          serverSecrets: secrets,
+          agentDir: `${tmp}/${s.cluster}`,
+        }),
+        `agent-${s.cluster}`,
+      );
     };
     for (const cluster of CLUSTERS) {
       const dirs = {
@@ -218,7 +208,6 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
         proxy: await FaultProxy.start({ targetPort: port, slowSliceBytes: 256, slowDelayMs: 5 }),
         dirs,
         version: 0,
-        killed: 0,
       };
       slots.push(slot);
       startSlot(slot);
@@ -295,15 +284,8 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
       const j = r.int(i + 1);
       [plan[i], plan[j]] = [plan[j], plan[i]];
     }
-    /** Faults that took effect (a live connection was there to cut, bytes went through the slow link …). */
-    const took = new Map<string, number>();
-    const tookEffect = (kind: Kind, slot?: AgentSlot) => {
-      for (const k of [kind, slot ? `${kind} ${slot.cluster}` : undefined]) {
-        if (k) took.set(k, (took.get(k) ?? 0) + 1);
-      }
-    };
     const events: string[] = [];
-    const rootPem = await Deno.readTextFile(rootFile);
+    const rootPem = await Deno.readTextFile(`${secrets}/relay-root-tls-secret/ca.crt`);
     const changeDiscovery = async (s: AgentSlot, why: string) => {
       events.push(`discovery ${s.cluster} v${s.version + 1}${why}`);
       await writeAtomic(`${s.dirs.discovery}/objects.yaml`, discoveryYaml(s.cluster, ++s.version));
@@ -313,7 +295,6 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
         events.push("kill -9 server");
         const st = await server!.kill9();
         if (st.signal !== "SIGKILL") unexpected.push(`server ended before our kill: ${JSON.stringify(st)}`);
-        else tookEffect(kind);
         serverKills++;
         await sleep(100 + r.int(600));
         server = (await startServer(serverArgs, `chaos-server-${serverKills}`)).proc;
@@ -322,8 +303,7 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
         const st = await s!.proc!.kill9();
         if (st.signal !== "SIGKILL") {
           unexpected.push(`${s!.cluster} ended before our kill: ${JSON.stringify(st)}`);
-        } else tookEffect(kind, s);
-        s!.killed++;
+        }
         await sleep(r.int(500));
         startSlot(s!);
       } else if (kind === "drop") {
@@ -334,18 +314,27 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
         s!.proxy.drop();
         // It took effect when the agent saw its session cut and came back on a new connection.
         await waitResynced(s!, mark, "after drop");
-        tookEffect(kind, s);
       } else if (kind === "stall") {
         await waitLive(s!);
         events.push(`stall ${s!.cluster}`);
         s!.proxy.mode = "stall";
+        // Counted from a moment later: a slice already being forwarded when the mode changed may land.
+        await sleep(50);
         const before = s!.proxy.forwarded;
         // A change the agent must push while its link is black-holed: it waits behind the stall.
         await changeDiscovery(s!, " (stalled)");
         await sleep(300 + r.int(1200));
-        // Held: a session was on the link and not a byte of it went through meanwhile.
-        if (s!.proxy.connections > 0 && s!.proxy.forwarded === before) tookEffect(kind, s);
+        const held = { connections: s!.proxy.connections, forwarded: s!.proxy.forwarded - before };
         s!.proxy.mode = "pass";
+        // Held: a session was on the link and not a byte of it went through meanwhile; and what was held
+        // (at least the change) goes through once the link works again.
+        assertEquals(held.forwarded, 0, `stall ${s!.cluster}: bytes went through the stalled link`);
+        assert(held.connections > 0, `stall ${s!.cluster}: no connection on the link to stall`);
+        await waitFor(
+          `stall ${s!.cluster}: the held bytes go through`,
+          () => s!.proxy.forwarded > before,
+          10_000,
+        );
       } else if (kind === "slow") {
         await waitLive(s!);
         events.push(`slow ${s!.cluster}`);
@@ -353,8 +342,9 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
         const before = s!.proxy.forwarded;
         await changeDiscovery(s!, " (slow)");
         await sleep(500 + r.int(1000));
-        if (s!.proxy.forwarded > before) tookEffect(kind, s);
+        const slowed = s!.proxy.forwarded - before;
         s!.proxy.mode = "pass";
+        assert(slowed > 0, `slow ${s!.cluster}: nothing went through the slow link`);
       } else if (kind === "server cert rotation") {
         const serial = await rotateServerCert();
         events.push(`rotate server certificate (${serial})`);
@@ -371,7 +361,6 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
         const marks = slots.map((x) => x.proc!.mark);
         for (const x of slots) x.proxy.drop();
         await Promise.all(slots.map((x, i) => waitResynced(x, marks[i], `after rotation to ${serial}`)));
-        tookEffect(kind);
       } else {
         events.push(`config v${configVersion + 1}`);
         await writeAtomic(`${config}/baseline.yaml`, baselineYaml(++configVersion));
@@ -384,18 +373,6 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
       assertEquals(unexpected, [], `after ${events.join(", ")}`);
       await sleep(50 + r.int(350));
     }
-    const planned = new Map<string, number>();
-    for (const { kind, slot } of plan) {
-      if (kind === "config change") continue;
-      for (const k of [kind, slot ? `${kind} ${slot.cluster}` : undefined]) {
-        if (k) planned.set(k, (planned.get(k) ?? 0) + 1);
-      }
-    }
-    assertEquals(
-      Object.fromEntries([...took].sort()),
-      Object.fromEntries([...planned].sort()),
-      `faults that took effect vs planned, after ${events.join(", ")}`,
-    );
 
     // ------------------------------------------------------------------ convergence
     for (const s of slots) s.proxy.mode = "pass";
@@ -452,7 +429,6 @@ Deno.test("chaos: kills, cuts, stalls, slow links, cert rotation and changes con
     const st = await server!.stop("SIGTERM");
     assertEquals(st.code, 0, `server exit on SIGTERM: ${JSON.stringify(st)}`);
     console.log(`chaos: ${events.length} events: ${events.join(", ")}`);
-    console.log(`chaos: faults that took effect: ${JSON.stringify(Object.fromEntries(took))}`);
   } finally {
     for (const s of slots) {
       await s.proc?.kill9();

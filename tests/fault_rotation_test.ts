@@ -339,12 +339,9 @@ Deno.test("rotation crash safety: an agent killed at random moments of its renew
         const issuedLine = (l: LogLine) =>
           l.msg === "issued client certificate" && l.rpc === "renew" && l.cluster === "cluster-1";
         // Generous: on a loaded CI machine the restarted agent's next renewal can take a while.
-        const end = Date.now() + 30_000;
-        let issued: LogLine | undefined;
-        while (!issued && Date.now() < end && !agent.exited) {
-          issued = server.lines.slice(from).find(issuedLine);
-          if (!issued) await sleep(5);
-        }
+        const issued = await server.waitForLine(issuedLine, "renewal issued", 30_000, from).catch(() =>
+          undefined
+        );
         const st = await agent.kill9();
         proxy.mode = "pass";
         assertEquals(st.signal, "SIGKILL", `agent ended on its own before kill ${i}: ${JSON.stringify(st)}`);
