@@ -7,55 +7,44 @@
  */
 import { FaultProxy } from "../src/testing/fault_proxy.ts";
 import { assert } from "../src/testing/assert.ts";
-import {
-  localAgentArgs,
-  localServerArgs,
-  type Proc,
-  sleep,
-  startAgent,
-  startServer,
-  workspace,
-} from "./relay_e2e_harness.ts";
+import { localAgentArgs, localServerArgs, type Proc, sleep, withRelay } from "./relay_e2e_harness.ts";
 
 /**
- * A server and one agent in sync through a fault proxy, each with its extra flags; `body` runs with
- * them, and everything is stopped after it.
+ * A server and one agent in sync through a fault proxy, each with its extra flags, in a
+ * {@linkcode withRelay} run (which kills both when it ends, pass or fail); `body` runs with them.
  */
-async function throughProxy(
+function throughProxy(
   name: string,
   extra: { server?: string[]; agent?: string[] },
   body: (p: { server: Proc; agent: Proc; proxy: FaultProxy }) => Promise<void>,
 ): Promise<void> {
-  const ws = await workspace(name);
-  const secrets = `${ws.dir}/secrets`;
-  const { proc: server, port } = await startServer([
-    ...localServerArgs(ws.config),
-    "--secrets-dir",
-    secrets,
-    ...extra.server ?? [],
-  ], `${name}-server`);
-  const proxy = await FaultProxy.start({ targetPort: port });
-  let agent: Proc | undefined;
-  try {
-    const dir = `${ws.dir}/agent`;
-    await Deno.mkdir(`${dir}/discovery`, { recursive: true });
-    agent = startAgent([
-      ...localAgentArgs({
-        cluster: "cluster-1",
-        serverAddress: `127.0.0.1:${proxy.port}`,
-        serverSecrets: secrets,
-        agentDir: dir,
-      }),
-      ...extra.agent ?? [],
-    ], `${name}-agent`);
-    await agent.waitForLine((l) => l.msg === "in sync with the server", "first sync");
-    await body({ server, agent, proxy });
-  } finally {
-    await agent?.stop("SIGTERM");
-    await proxy.close();
-    await server.stop("SIGTERM");
-    await ws.cleanup();
-  }
+  return withRelay(name, async (run) => {
+    const secrets = `${run.dir}/secrets`;
+    const { proc: server, port } = await run.server([
+      ...localServerArgs(run.config),
+      "--secrets-dir",
+      secrets,
+      ...extra.server ?? [],
+    ], `${name}-server`);
+    const proxy = await FaultProxy.start({ targetPort: port });
+    try {
+      const dir = `${run.dir}/agent`;
+      await Deno.mkdir(`${dir}/discovery`, { recursive: true });
+      const agent = run.agent([
+        ...localAgentArgs({
+          cluster: "cluster-1",
+          serverAddress: `127.0.0.1:${proxy.port}`,
+          serverSecrets: secrets,
+          agentDir: dir,
+        }),
+        ...extra.agent ?? [],
+      ], `${name}-agent`);
+      await agent.waitForLine((l) => l.msg === "in sync with the server", "first sync");
+      await body({ server, agent, proxy });
+    } finally {
+      await proxy.close();
+    }
+  });
 }
 
 Deno.test("keepalive: an agent gives up a hung connection by itself and resyncs after it", async () => {
