@@ -9,13 +9,13 @@
  * shows what an open connection keeps after carrying data (10 writes of 20 KB at once, twice): the first
  * round's growth stays, the second adds little, so a long-lived relay stream costs its peak for life.
  *
- * Then, on a `node:http2` TLS server (a throwaway self-signed P-256 certificate made with `openssl`), what
+ * Then, on a `node:http2` TLS server (the relay's test PKI, as bench:relay's baseline), what
  * a connection keeps after it *received* one burst of N bytes at once, for each `--burst-sizes` size in a
  * fresh server process (what a connection keeps is its peak, so sizes must not share one). This is why an
  * agent sends at most `DISCOVERY_PUSH_BYTES` (src/relay/wire.ts) at once. 1,000 connections, two or three
  * runs per size, per connection: 3.5-3.7 KiB at 1 KiB, 6.2-6.5 at 2 KiB, 9.6-9.7 at 3 KiB, then a step:
  * 24.4 at 4 KiB, 47.8 at 8 KiB, 90 at 16 KiB; a second burst of the same size adds next to nothing up to
- * 8 KiB. Plaintext shows almost no growth, so it is the TLS read path's. The rows are printed as a table
+ * 8 KiB. The rows are printed as a table
  * and then as one JSON line (`{"received": [...]}`). `--received-only` skips the closed / open measurement.
  *
  * Usage: deno task bench:http2-leak [--connections 2000] [--burst-sizes 2048,3072,4096,8192]
@@ -23,9 +23,21 @@
  * @module
  */
 import http2 from "node:http2";
+import { writeBaselineTls } from "../bench/baseline_driver.ts";
 import { Driven, out, serveCommands } from "../bench/command_loop.ts";
+import { makeTestPki } from "../src/relay/testing_pki.ts";
 
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
+
+/** RSS after several full collections (the child runs with --expose-gc), so garbage does not count. */
+async function rssAfterGc(): Promise<number> {
+  const gc = (globalThis as { gc?: () => void }).gc!;
+  for (let i = 0; i < 10; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return Deno.memoryUsage().rss;
+}
 
 async function serve(): Promise<void> {
   let sessions = 0;
@@ -46,14 +58,7 @@ async function serve(): Promise<void> {
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   out({ event: "ready", port: (server.address() as { port: number }).port });
-  const gc = (globalThis as { gc?: () => void }).gc!;
-  await serveCommands(async () => {
-    for (let i = 0; i < 10; i++) {
-      gc();
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return { rss: Deno.memoryUsage().rss, sessions, collected };
-  });
+  await serveCommands(async () => ({ rss: await rssAfterGc(), sessions, collected }));
   server.close();
 }
 
@@ -131,8 +136,8 @@ async function closedVersusOpen(n: number): Promise<void> {
 async function serveTls(dir: string): Promise<void> {
   let received = 0;
   const server = http2.createSecureServer({
-    key: await Deno.readTextFile(`${dir}/key.pem`),
-    cert: await Deno.readTextFile(`${dir}/cert.pem`),
+    key: await Deno.readTextFile(`${dir}/baseline-server.key`),
+    cert: await Deno.readTextFile(`${dir}/baseline-server.crt`),
   });
   server.on("stream", (st) => {
     st.respond({ ":status": 200 });
@@ -145,16 +150,15 @@ async function serveTls(dir: string): Promise<void> {
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   out({ event: "ready", port: (server.address() as { port: number }).port });
-  const gc = (globalThis as { gc?: () => void }).gc!;
   await serveCommands<{ id?: unknown; expect: number }>(async ({ expect }) => {
     // The client's acks come per 'data' event, not per write, so only the server knows that a whole
     // burst arrived: measuring earlier would miss what its reads keep.
-    while (received < expect) await new Promise((r) => setTimeout(r, 10));
-    for (let i = 0; i < 10; i++) {
-      gc();
-      await new Promise((r) => setTimeout(r, 50));
+    const deadline = Date.now() + 60_000;
+    while (received < expect) {
+      if (Date.now() > deadline) throw new Error(`only ${received} of ${expect} bytes arrived in 60 s`);
+      await new Promise((r) => setTimeout(r, 10));
     }
-    return { rss: Deno.memoryUsage().rss, received };
+    return { rss: await rssAfterGc(), received };
   });
   server.close();
 }
@@ -190,7 +194,7 @@ async function openPusher(port: number, ca: string): Promise<Pusher> {
 }
 
 /** One row of the received-burst table; RSS in bytes, growth in bytes per connection. */
-export interface ReceivedRow {
+interface ReceivedRow {
   burstBytes: number;
   rssBefore: number;
   rssAfterFirst: number;
@@ -210,7 +214,7 @@ async function receivedBurst(n: number, burst: number, tls: string): Promise<Rec
   ]);
   try {
     const { port } = await child.ready() as { port: number };
-    const ca = await Deno.readTextFile(`${tls}/cert.pem`);
+    const ca = await Deno.readTextFile(`${tls}/baseline-ca.crt`);
     const pushers: Pusher[] = [];
     // Opened a few at a time: 1,000 TLS handshakes one by one take long, all at once overflow the backlog.
     for (let k = 0; k < n; k += 50) {
@@ -244,36 +248,10 @@ async function receivedBurst(n: number, burst: number, tls: string): Promise<Rec
   }
 }
 
-/** A throwaway self-signed P-256 certificate for localhost in a new temporary directory. */
+/** The relay's test PKI (the same server certificate bench:relay's baseline uses) in a new temp dir. */
 async function makeTls(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "bench_http2_tls_" });
-  const { success, stderr } = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-keyout",
-      `${dir}/key.pem`,
-      "-out",
-      `${dir}/cert.pem`,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!success) {
-    await Deno.remove(dir, { recursive: true });
-    throw new Error(`openssl req: ${new TextDecoder().decode(stderr)}`);
-  }
+  await writeBaselineTls(await makeTestPki(), dir);
   return dir;
 }
 
