@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import { assertEquals } from "./testing/assert.ts";
 import { jsonLogger, type LogFields } from "./log.ts";
 
 function capture(level?: "debug" | "info" | "warn" | "error", fields?: LogFields) {
@@ -26,7 +26,7 @@ Deno.test("jsonLogger", async (t) => {
       log.info("i");
       log.warn("w");
       log.error("e");
-      assert.deepEqual(lines.map((l) => l.level), c.want, c.level);
+      assertEquals(lines.map((l) => l.level), c.want, c.level);
     }
   });
 
@@ -37,7 +37,7 @@ Deno.test("jsonLogger", async (t) => {
     log.info("root");
     a.info("a");
     b.info("b", { extra: true });
-    assert.deepEqual(lines, [
+    assertEquals(lines, [
       { ts: "2026-12-02T00:00:00.000Z", level: "info", msg: "root", component: "x" },
       { ts: "2026-12-02T00:00:00.000Z", level: "info", msg: "a", component: "x", stream: 1 },
       {
@@ -57,13 +57,13 @@ Deno.test("jsonLogger", async (t) => {
     const c = log.child({ k: "v" });
     c.info("dropped");
     c.warn("kept");
-    assert.deepEqual(lines.map((l) => l.msg), ["kept"]);
+    assertEquals(lines.map((l) => l.msg), ["kept"]);
   });
 
   await t.step("errors become their message, bigints their digits", () => {
     const { log, lines } = capture("info");
     log.info("m", { error: new Error("boom"), n: 12345678901234567890n });
-    assert.equal(lines[0].error, "boom");
-    assert.equal(lines[0].n, "12345678901234567890");
+    assertEquals(lines[0].error, "boom");
+    assertEquals(lines[0].n, "12345678901234567890");
   });
 });

@@ -164,6 +164,8 @@ Deno.test("helloMessages/welcomeMessages chunk held versions below the limit", a
       // Filled, not merely under the bound: the next message's first entry would not have fitted. wire.ts
       // reckons each message's envelope generously, so "fitted" allows for that much.
       const envelope = ENVELOPE_BYTES;
+      // The allowance makes "filled" laxer as it grows: it stays a few dozen bytes.
+      assert(envelope <= 32, `ENVELOPE_BYTES ${envelope}`);
       hello.slice(0, -1).forEach((m, i) => {
         const more = {
           hello: { ...m.hello!, applied: [...m.hello!.applied, hello[i + 1].hello!.applied[0]] },
@@ -251,10 +253,11 @@ Deno.test("Welcome content prefixes and DiscoveryAssembler: versions alone only 
   }
   await t.step("the desired-state assembler takes no version alone", () => {
     const asm = new DiffAssembler("desired", 100);
-    assertThrows(
+    const e = assertThrows(
       () => asm.add(chunk([toVersionOnlyResource({ key: "v1|ConfigMap|apps|c", version: versionOf(cm) })])),
       InvalidInputError,
     );
+    assertStringIncludes(e.message, "not valid UTF-8 JSON");
   });
 });
 

@@ -1,4 +1,4 @@
-import { assertEquals } from "../testing/assert.ts";
+import { assert, assertEquals } from "../testing/assert.ts";
 import { DesiredStateTracker, discoveryChangeMatters } from "./desired_tracker.ts";
 import { Inventory } from "./inventory.ts";
 import type { ClusterInfo, KubeObject } from "./types.ts";
@@ -129,8 +129,8 @@ Deno.test("DesiredStateTracker shares the content of clusters that want the same
   tracker.update([...fleet, odd], [prod], new Map());
   await t.step("equal content: one items map and object list", () => {
     const [a, b, c] = fleet.map((x) => tracker.get(x.name)!);
-    assertEquals(a.items === b.items && b.items === c.items, true);
-    assertEquals(a.objects === c.objects, true);
+    assert(a.items === b.items && b.items === c.items, "clusters with equal content share one items map");
+    assert(a.objects === c.objects, "clusters with equal content share one object list");
     assertEquals(a.digest, c.digest);
   });
   await t.step("other content: its own", () => {
@@ -142,7 +142,7 @@ Deno.test("DesiredStateTracker shares the content of clusters that want the same
     const before = tracker.get("a")!.items;
     const r = tracker.update([...fleet, { ...odd, labels: { env: "prod" } }], [prod], new Map());
     assertEquals(r.changed.map((s) => s.cluster), ["d"]);
-    assertEquals(tracker.get("d")!.items === before, true);
+    assert(tracker.get("d")!.items === before, "an unchanged cluster keeps its items map");
     assertEquals(tracker.get("d")!.generation, 2);
   });
 });
