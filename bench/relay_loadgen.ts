@@ -208,10 +208,15 @@ async function handle(c: Cmd): Promise<Record<string, unknown>> {
       const t0 = now();
       const rootCaPem = String(c.rootCaPem);
       const token = String(c.token);
+      // The driver always says how many (its --discovered): no second default here.
+      const discovered = Number(c.discoveryObjects);
+      if (!Number.isInteger(discovered) || discovered < 0) {
+        throw new Error("agents: discoveryObjects must be a count");
+      }
       for (const cluster of c.clusters as string[]) {
         const a: SimAgent = {
           cluster,
-          discovery: new MemoryDiscoverySource(discoveredObjects(cluster, c.discoveryObjects ?? 10)),
+          discovery: new MemoryDiscoverySource(discoveredObjects(cluster, discovered)),
           applier: new StampApplier(),
           syncTimes: [],
           connectTimes: [],
