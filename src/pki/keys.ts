@@ -229,6 +229,10 @@ function describeDecodeFailure(e: unknown, encrypted: boolean, label: string): s
     return "cannot decrypt this key (unsupported encryption; re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc`)";
   }
   if (/named curve|explicit/i.test(msg)) return EXPLICIT_CURVE;
+  // A wrong passphrase usually fails the padding check ("bad decrypt"), but about once in 256 it
+  // decrypts to garbage with valid padding, which then fails to decode: for an encrypted key the likely
+  // cause is still the passphrase.
+  if (encrypted) return "wrong passphrase (or a corrupt key)";
   if (label === "DSA PRIVATE KEY") return "DSA keys are not supported";
   return `cannot decode the ${label} block (corrupt or unsupported key)`;
 }

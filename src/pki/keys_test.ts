@@ -256,6 +256,24 @@ Deno.test("importPrivateKey refuses bad input with one clear line naming the inp
         if (body) assert(!err.message.includes(body.slice(0, 16)), "no key material in the message");
       });
     }
+    await t.step(
+      "every wrong passphrase of a legacy key says so, also one whose padding happens to check",
+      async () => {
+        // About one wrong passphrase in 256 decrypts to garbage with valid padding: 1,000 of them hit that
+        // a few times, so the answer must not depend on which check failed.
+        const pem = read("legacy.pem");
+        const seen = new Set<string>();
+        for (let i = 0; i < 1000; i++) {
+          const err = await assertRejects(
+            () => importPrivateKey(pem, { passphrase: `wrong-${i}`, what: "--ca-key" }),
+            InvalidInputError,
+          );
+          seen.add(err.message);
+          assertStringIncludes(err.message, "wrong passphrase", `passphrase wrong-${i}`);
+        }
+        console.log(`legacy key, 1,000 wrong passphrases: ${[...seen].join(" | ")}`);
+      },
+    );
   });
 });
 
