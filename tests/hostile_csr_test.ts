@@ -25,7 +25,7 @@ import { readBasicConstraints, readExtKeyUsage } from "../src/pki/extensions.ts"
 import { IdentityService } from "../src/proto/mod.ts";
 import { ISTIOD_SAN } from "../src/relay/mesh_ca.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import { metricValue, workspace } from "./relay_e2e_harness.ts";
+import { metricValue } from "./relay_e2e_harness.ts";
 import {
   bootstrapPair,
   mutate,
@@ -33,7 +33,7 @@ import {
   type RawResult,
   rawUnary,
   seeded,
-  startHostileServer,
+  withHostileServer,
 } from "./support/hostile.ts";
 
 const CLUSTER = "cluster-2";
@@ -64,22 +64,46 @@ function derOf(pem: string): Uint8Array {
   return decodeBase64(findPemBlocks(pem)[0].body)!;
 }
 
+/**
+ * `[name, pem]` inputs made from the good CSR `goodPem`, none of which may be signed: its signature
+ * broken, random DER, mutations of its DER (seeded by `seed`), and text that is not PEM at all.
+ */
+function* brokenCsrs(goodPem: string, seed: number): Generator<[string, string]> {
+  const good = derOf(goodPem);
+  const broken = Uint8Array.from(good);
+  broken[broken.length - 5] ^= 0x40;
+  yield ["broken signature", pemOf(broken)];
+  const r = seeded(seed);
+  for (let i = 0; i < 40; i++) yield [`random DER #${i}`, pemOf(r.bytes(1 + r.int(600)))];
+  for (let i = 0; i < 60; i++) {
+    const m = mutate(good, r);
+    // A mutation that changes nothing would be the control itself.
+    if (m.length === good.length && m.every((b, j) => b === good[j])) continue;
+    yield [`mutated DER #${i}`, pemOf(m)];
+  }
+  yield ["not PEM", "hello, I am a certificate request"];
+}
+
+/** `<name>.crt` in `dir` carries the public key of `<name>.csr`, as openssl reads them. */
+async function assertSameKey(dir: string, name: string): Promise<void> {
+  const certKey = await opensslOk(["x509", "-in", `${name}.crt`, "-noout", "-pubkey"], { cwd: dir });
+  const csrKey = await opensslOk(["req", "-in", `${name}.csr`, "-noout", "-pubkey"], { cwd: dir });
+  assertEquals(certKey, csrKey, `${name}: the certificate's key is the CSR's`);
+}
+
 const P256 = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"];
 const SAN = (s: string) => ["-addext", `subjectAltName=${s}`];
 
 Deno.test("hostile CSRs: refused with the right status, nothing signed that should not be", async (t) => {
-  const ws = await workspace("hostile-csr");
-  const { proc, port, metricsPort, rootPem, token } = await startHostileServer(ws, {
-    name: "hostile-csr-server",
+  await withHostileServer({
+    name: "hostile-csr",
     rootTrustPolicy: true,
     args: ["--bootstrap-failure-burst", "100000"],
-  });
-  const clients: { close(): void }[] = [];
-  try {
+  }, async ({ proc, port, metricsPort, rootPem, token, dir: wsDir, held }) => {
     const client = rawClient(port, rootPem);
     // SignMeshCa takes the cluster from a client certificate: cluster-2's, bootstrapped the agent's way.
     const authed = rawClient(port, rootPem, await bootstrapPair(port, rootPem, token, CLUSTER));
-    clients.push(client, authed);
+    held.push(client, authed);
     const bootstrap = (csrPem: string) =>
       rawUnary(
         client,
@@ -92,7 +116,7 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
         "signMeshCa",
         IdentityService.signMeshCa.requestSerialize({ csrPem }),
       );
-    const dir = `${ws.dir}/csr`;
+    const dir = `${wsDir}/csr`;
     await Deno.mkdir(dir);
 
     // Independent keys and CSRs, made concurrently (openssl is the slow part).
@@ -155,7 +179,6 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
     let meshRefused = 0;
     const refusedWith = (what: string, r: RawResult, codes: number[]) => {
       assert(codes.includes(r.code), `${what}: ${r.code} ${r.details}`);
-      assert(!r.response, `${what}: got a response`);
     };
     const refuse = async (what: string, csrPem: string) => {
       refusedWith(what, await bootstrap(csrPem), [GrpcStatus.INVALID_ARGUMENT, GrpcStatus.PERMISSION_DENIED]);
@@ -199,9 +222,7 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
         assert(!/IP Address|URI:|email:/.test(ext), ext);
         assert(/TLS Web Client Authentication/.test(ext), ext);
         // The issued key is the CSR's (possession proven by the CSR's signature).
-        const certKey = await opensslOk(["x509", "-in", `${name}.crt`, "-noout", "-pubkey"], { cwd: dir });
-        const csrKey = await opensslOk(["req", "-in", `${name}.csr`, "-noout", "-pubkey"], { cwd: dir });
-        assertEquals(certKey, csrKey);
+        await assertSameKey(dir, name);
       }
     });
 
@@ -212,19 +233,7 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
     });
 
     await t.step("broken signature, random and mutated DER, not PEM at all: refused", async () => {
-      const good = derOf(csrs.get("control-p256")!);
-      const broken = Uint8Array.from(good);
-      broken[broken.length - 5] ^= 0x40;
-      await refuse("broken signature", pemOf(broken));
-      const r = seeded(11);
-      for (let i = 0; i < 40; i++) await refuse(`random DER #${i}`, pemOf(r.bytes(1 + r.int(600))));
-      for (let i = 0; i < 60; i++) {
-        const m = mutate(good, r);
-        // A mutation that changes nothing would be the control itself.
-        if (m.length === good.length && m.every((b, j) => b === good[j])) continue;
-        await refuse(`mutated DER #${i}`, pemOf(m));
-      }
-      await refuse("not PEM", "hello, I am a certificate request");
+      for (const [name, pem] of brokenCsrs(csrs.get("control-p256")!, 11)) await refuse(name, pem);
       await refuse("wrong label", csrs.get("control-p256")!.replaceAll("CERTIFICATE REQUEST", "CERTIFICATE"));
     });
 
@@ -256,9 +265,7 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
           });
           assertEquals(ext.match(/DNS:[^,\s]+/g), [`DNS:${ISTIOD_SAN}`], ext);
           assert(!/IP Address|URI:|email:/.test(ext), ext);
-          const certKey = await opensslOk(["x509", "-in", `${name}.crt`, "-noout", "-pubkey"], { cwd: dir });
-          const csrKey = await opensslOk(["req", "-in", `${name}.csr`, "-noout", "-pubkey"], { cwd: dir });
-          assertEquals(certKey, csrKey);
+          await assertSameKey(dir, name);
         }
       },
     );
@@ -273,22 +280,9 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
       "SignMeshCa: broken signature, random and mutated DER, no client certificate: refused",
       async () => {
         const bad = [GrpcStatus.INVALID_ARGUMENT, GrpcStatus.PERMISSION_DENIED];
-        const good = derOf(csrs.get("mesh-control-p256")!);
-        const broken = Uint8Array.from(good);
-        broken[broken.length - 5] ^= 0x40;
-        await refuseMesh("broken signature", pemOf(broken), bad);
-        const r = seeded(12);
-        for (let i = 0; i < 40; i++) {
-          await refuseMesh(`random DER #${i}`, pemOf(r.bytes(1 + r.int(600))), bad);
+        for (const [name, pem] of brokenCsrs(csrs.get("mesh-control-p256")!, 12)) {
+          await refuseMesh(name, pem, bad);
         }
-        for (let i = 0; i < 60; i++) {
-          const m = mutate(good, r);
-          if (
-            m.length === good.length && m.every((b, j) => b === good[j])
-          ) continue;
-          await refuseMesh(`mutated DER #${i}`, pemOf(m), bad);
-        }
-        await refuseMesh("not PEM", "hello, I am a certificate request", bad);
         // A valid CSR without a client certificate: there is no cluster to sign for.
         const anon = await signMeshCa(csrs.get("mesh-control-p256")!, true);
         refusedWith("anonymous", anon, [GrpcStatus.UNAUTHENTICATED]);
@@ -320,12 +314,6 @@ Deno.test("hostile CSRs: refused with the right status, nothing signed that shou
       // Only the anonymous call may be unauthenticated.
       const unauthenticated = proc.lines.filter((l) => l.reason === "unauthenticated");
       assertEquals(unauthenticated.map((l) => l.msg), ["sign_mesh_ca refused"]);
-      assertEquals(proc.exited, undefined);
     });
-  } finally {
-    for (const c of clients) c.close();
-    const st = await proc.stop("SIGTERM");
-    await ws.cleanup();
-    assertEquals(st.code, 0);
-  }
+  });
 });

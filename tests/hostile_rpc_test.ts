@@ -26,7 +26,7 @@ import { AgentMessageCodec, IdentityService } from "../src/proto/mod.ts";
 import { MISSING_REQUEST_DETAILS, REFUSED_BEFORE_HANDLER } from "../src/relay/grpc_refusals.ts";
 import { ISTIOD_SAN } from "../src/relay/mesh_ca.ts";
 import { assert, assertEquals } from "../src/testing/assert.ts";
-import { metricValue, rawSyncFirstMessage, waitFor, workspace } from "./relay_e2e_harness.ts";
+import { metricValue, rawSyncFirstMessage, waitFor } from "./relay_e2e_harness.ts";
 import {
   bootstrapPair,
   mutate,
@@ -36,7 +36,8 @@ import {
   rawSync,
   rawUnary,
   seeded,
-  startHostileServer,
+  type UnaryRpc,
+  withHostileServer,
 } from "./support/hostile.ts";
 
 const REGISTERED = new Set(["cluster-1", "cluster-2"]);
@@ -92,9 +93,8 @@ function checkIntermediate(r: RawResult, what: string, cluster: string): void {
 }
 
 Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on a real server", async (t) => {
-  const ws = await workspace("hostile-rpc");
-  const { proc, port, metricsPort, rootPem, token } = await startHostileServer(ws, {
-    name: "hostile-server",
+  await withHostileServer({
+    name: "hostile-rpc",
     rootTrustPolicy: true,
     args: [
       "--max-message-bytes",
@@ -103,13 +103,11 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
       "--bootstrap-failure-burst",
       "1000000",
     ],
-  });
-  const clients: { close(): void }[] = [];
-  try {
+  }, async ({ proc, port, metricsPort, rootPem, token, held }) => {
     const pair1 = await bootstrapPair(port, rootPem, token, "cluster-1");
     const anon = rawClient(port, rootPem);
     const authed = rawClient(port, rootPem, pair1);
-    clients.push(anon, authed);
+    held.push(anon, authed);
     let handled = 0; // refused Identity calls (each must log one line)
     let syncRefused = 0; // Sync streams refused by our handler (each must log one warning)
     let syncCancelled = 0;
@@ -130,7 +128,7 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
     // Renew and SignMeshCa both take a CSR and may grant pair1's cluster only, so one fuzz serves both:
     // each body goes out anonymously and as pair1, and `granted` checks whatever pair1 got.
     const fuzzUnary = async (o: {
-      rpc: "renew" | "signMeshCa";
+      rpc: Exclude<UnaryRpc, "bootstrap">;
       name: string;
       seed: number;
       own: Uint8Array;
@@ -403,10 +401,5 @@ Deno.test("hostile RPC input: random, mutated, oversized and truncated calls on 
       const meshNow = await metricValue(metricsPort, "meshrelay_istio_ca_certificates_issued_total");
       assertEquals(meshNow, meshBefore + meshIssued, "Istio intermediates signed");
     });
-  } finally {
-    for (const c of clients) c.close();
-    const st = await proc.stop("SIGTERM");
-    await ws.cleanup();
-    assertEquals(st.code, 0, `server exit: ${JSON.stringify(st)}\n${proc.raw.slice(-10).join("\n")}`);
-  }
+  });
 });

@@ -196,19 +196,28 @@ export async function killAll(...procs: (Proc | undefined)[]): Promise<void> {
   await Promise.allSettled(procs.filter((p): p is Proc => !!p).map((p) => p.kill9()));
 }
 
-/** The first message of a raw Sync stream opened with the given client certificate (or the error). */
+/**
+ * The first message of a raw Sync stream opened with the given client certificate (or the error), from
+ * `host` (default localhost; any other is verified as the server certificate's name "localhost").
+ */
 export async function rawSyncFirstMessage(opts: {
   port: number;
   rootPem: string;
   client?: { certPem: string; keyPem: string };
   metadata?: Record<string, string>;
+  host?: string;
 }): Promise<{ welcome?: string; code?: number; details?: string }> {
   const creds = grpc.credentials.createSsl(
     Buffer.from(opts.rootPem),
     opts.client ? Buffer.from(opts.client.keyPem) : null,
     opts.client ? Buffer.from(opts.client.certPem) : null,
   );
-  const c = new RelayClient(`localhost:${opts.port}`, creds);
+  const host = opts.host ?? "localhost";
+  const c = new RelayClient(
+    host.includes(":") ? `[${host}]:${opts.port}` : `${host}:${opts.port}`,
+    creds,
+    host === "localhost" ? {} : { "grpc.ssl_target_name_override": "localhost" },
+  );
   const md = new grpc.Metadata();
   for (const [k, v] of Object.entries(opts.metadata ?? {})) md.set(k, v);
   try {

@@ -6,7 +6,6 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
-import * as http2 from "node:http2";
 import { GrpcStatus } from "../errors.ts";
 import { memoryLogger } from "../log.ts";
 import { assert, assertEquals } from "../testing/assert.ts";
@@ -17,7 +16,7 @@ import {
   REFUSED_BEFORE_HANDLER,
 } from "./grpc_refusals.ts";
 import { rawMethod } from "../testing/raw_method.ts";
-import { rawCall, type RawCallStatus } from "../testing/raw_h2_call.ts";
+import { rawCallOnce } from "../testing/raw_h2_call.ts";
 
 const MAX = 1024;
 const SERVICE = { echo: rawMethod("/t.T/Echo", false), chat: rawMethod("/t.T/Chat", true) };
@@ -27,19 +26,6 @@ function frame(body: Uint8Array, announced = body.length): Buffer {
   const head = Buffer.alloc(5);
   head.writeUInt32BE(announced, 1);
   return Buffer.concat([head, body]);
-}
-
-/** Sends `chunks` on a raw HTTP/2 stream, then ends it (or resets it), and reads the status. */
-function raw(
-  port: number,
-  path: string,
-  chunks: Buffer[],
-  opts: { reset?: boolean; headers?: Record<string, string> } = {},
-): Promise<RawCallStatus> {
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  session.on("error", () => {});
-  return rawCall(session, path, chunks, { headers: opts.headers, resetAfterMs: opts.reset ? 50 : undefined })
-    .finally(() => session.destroy());
 }
 
 Deno.test("refusalLogInterceptor: one line per unary call refused before its handler", async (t) => {
@@ -154,7 +140,10 @@ Deno.test("refusalLogInterceptor: one line per unary call refused before its han
       await t.step(c.name, async () => {
         const from = log.lines.length;
         const path = c.path ?? "/t.T/Echo";
-        const r = await raw(port, path, c.chunks, { reset: c.reset, headers: c.headers });
+        const r = await rawCallOnce(`http://127.0.0.1:${port}`, path, c.chunks, {
+          headers: c.headers,
+          resetAfterMs: c.reset ? 50 : undefined,
+        });
         assertEquals(r.code, c.code, `status ${r.code} ${JSON.stringify(r.details)}`);
         if (c.details) assert(c.details.test(r.details), r.details);
         // A line for a reset or slow call would come after the client saw the end: give it the time.

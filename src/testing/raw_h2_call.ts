@@ -50,3 +50,39 @@ export function rawCall(
     }
   });
 }
+
+/**
+ * {@linkcode rawCall} on a connection of its own to `url` (`connect`: TLS trust, client certificate,
+ * server name), destroyed afterwards, errors of the session ignored (the status tells). Rejects when the
+ * stream has not closed within `timeoutMs`, so a peer that never answers cannot hang a test.
+ */
+export async function rawCallOnce(
+  url: string,
+  path: string,
+  chunks: Uint8Array[],
+  opts: {
+    connect?: http2.SecureClientSessionOptions;
+    resetAfterMs?: number;
+    headers?: Record<string, string>;
+    timeoutMs?: number;
+  } = {},
+): Promise<RawCallStatus> {
+  const session = http2.connect(url, opts.connect);
+  session.on("error", () => {});
+  const timeoutMs = opts.timeoutMs ?? 15_000;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      rawCall(session, path, chunks, { resetAfterMs: opts.resetAfterMs, headers: opts.headers }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`raw HTTP/2 call to ${path}: no answer within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    session.destroy();
+  }
+}

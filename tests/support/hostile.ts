@@ -9,8 +9,9 @@ import { Buffer } from "node:buffer";
 import { createCsr, generateKeyPair, type KeyAlgorithm, privateKeyToPem } from "../../src/pki/mod.ts";
 import { type CertificateResponse, IdentityClient } from "../../src/proto/mod.ts";
 import { rawMethod } from "../../src/testing/raw_method.ts";
-import { rawCall, type RawCallStatus } from "../../src/testing/raw_h2_call.ts";
-import { localServerArgs, type Proc, startServer } from "../relay_e2e_harness.ts";
+import { assertEquals } from "../../src/testing/assert.ts";
+import { rawCallOnce, type RawCallStatus } from "../../src/testing/raw_h2_call.ts";
+import { localServerArgs, type Proc, readToken, startServer, workspace } from "../relay_e2e_harness.ts";
 
 /** Every RPC of the relay with raw bytes in and out. */
 export const RawRelayClient = grpc.makeGenericClientConstructor({
@@ -60,14 +61,25 @@ export function rawClient(port: number, rootPem: string, client?: ClientPair, ho
     client ? Buffer.from(client.keyPem) : null,
     client ? Buffer.from(client.certPem) : null,
   );
-  const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  const { target, options } = channelTo(host, port);
   return new RawRelayClient(target, creds, {
-    ...(host === "localhost" ? {} : { "grpc.ssl_target_name_override": "localhost" }),
+    ...options,
     // Our own connection, not one shared with other clients of the same target.
     "grpc.use_local_subchannel_pool": 1,
     "grpc.max_send_message_length": 64 * 1024 * 1024,
     "grpc.max_receive_message_length": 64 * 1024 * 1024,
   }) as unknown as Raw;
+}
+
+/**
+ * The gRPC target for `host`:port, and the channel options that verify any host but localhost as the
+ * server certificate's name "localhost".
+ */
+function channelTo(host: string, port: number): { target: string; options: grpc.ChannelOptions } {
+  return {
+    target: host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`,
+    options: host === "localhost" ? {} : { "grpc.ssl_target_name_override": "localhost" },
+  };
 }
 
 /** The unary RPCs of the raw client. */
@@ -118,7 +130,7 @@ export function rawSync(
  * given): writes `chunks` as they are (length prefixes and all, so they can lie), then ends the stream,
  * or resets it (RST_STREAM CANCEL) after `resetAfterMs`. Resolves with the status the server sent.
  */
-export async function rawFrames(
+export function rawFrames(
   port: number,
   rootPem: string,
   client: ClientPair | undefined,
@@ -126,14 +138,10 @@ export async function rawFrames(
   chunks: Uint8Array[],
   opts: { resetAfterMs?: number } = {},
 ): Promise<RawCallStatus> {
-  const http2 = await import("node:http2");
-  const session = http2.connect(`https://localhost:${port}`, {
-    ca: rootPem,
-    ...(client ? { cert: client.certPem, key: client.keyPem } : {}),
+  return rawCallOnce(`https://localhost:${port}`, path, chunks, {
+    connect: { ca: rootPem, ...(client ? { cert: client.certPem, key: client.keyPem } : {}) },
+    resetAfterMs: opts.resetAfterMs,
   });
-  session.on("error", () => {});
-  return await withTimeout(rawCall(session, path, chunks, opts), 15_000, `raw HTTP/2 call to ${path}`)
-    .finally(() => session.destroy());
 }
 
 /** Deterministic random numbers (a test's sequence reproduces from its seed). */
@@ -185,17 +193,21 @@ export function mutate(valid: Uint8Array, r: ReturnType<typeof seeded>): Uint8Ar
   }
 }
 
-/** Bootstraps a client certificate for `cluster` the way an agent does (token + CSR over server TLS). */
+/**
+ * Bootstraps a client certificate for `cluster` the way an agent does (token + CSR over server TLS),
+ * from `host` (default localhost; its address is the peer address the server's limits count).
+ */
 export async function bootstrapPair(
   port: number,
   rootPem: string,
   token: string,
   cluster: string,
-  algorithm: KeyAlgorithm = "ecdsa-p256",
+  opts: { algorithm?: KeyAlgorithm; host?: string } = {},
 ): Promise<ClientPair> {
-  const kp = await generateKeyPair(algorithm);
+  const kp = await generateKeyPair(opts.algorithm ?? "ecdsa-p256");
   const csrPem = await createCsr(kp, { dnsNames: [cluster] });
-  const c = new IdentityClient(`localhost:${port}`, grpc.credentials.createSsl(Buffer.from(rootPem)));
+  const { target, options } = channelTo(opts.host ?? "localhost", port);
+  const c = new IdentityClient(target, grpc.credentials.createSsl(Buffer.from(rootPem)), options);
   try {
     const r = await new Promise<CertificateResponse>((resolve, reject) =>
       c.bootstrap({ token, cluster, csrPem }, (e, res) => e ? reject(e) : resolve(res))
@@ -250,11 +262,58 @@ export async function startHostileServer(
   try {
     if (metricsPort === undefined) throw new Error(`${opts.name}: no /metrics port in its listening line`);
     const rootPem = await secretText(secrets, "relay-root-tls-secret", "ca.crt");
-    const token = await secretText(secrets, "relay-identity-token-secret", "token");
+    const token = await readToken(secrets);
     return { proc, port, metricsPort, secrets, rootPem, token };
   } catch (e) {
     await proc.kill9();
     throw e;
+  }
+}
+
+/** A {@linkcode HostileServer} run by {@linkcode withHostileServer}. */
+export interface HostileRun extends HostileServer {
+  /** The workspace folder (the server's secrets are in it, under `secrets`). */
+  dir: string;
+  /** Closed when the run ends, pass or fail. */
+  held: { close(): void }[];
+}
+
+/**
+ * Runs `body` against a server {@linkcode startHostileServer} starts (`opts.name` also names its
+ * workspace). When `body` succeeds, the server must still run and then exit 0 on SIGTERM; pass or fail,
+ * `held` is closed, the server stopped and the workspace removed, and a failure of `body` is what the
+ * test reports.
+ */
+export async function withHostileServer(
+  opts: Parameters<typeof startHostileServer>[1],
+  body: (s: HostileRun) => Promise<void>,
+): Promise<void> {
+  const ws = await workspace(opts.name);
+  let server: HostileServer;
+  try {
+    server = await startHostileServer(ws, opts);
+  } catch (e) {
+    await ws.cleanup();
+    throw e;
+  }
+  const held: { close(): void }[] = [];
+  let passed = false;
+  try {
+    await body({ ...server, dir: ws.dir, held });
+    assertEquals(server.proc.exited, undefined, `${opts.name}: still running`);
+    passed = true;
+  } finally {
+    for (const h of held) {
+      try {
+        h.close();
+      } catch { /* gone */ }
+    }
+    const st = await server.proc.stop("SIGTERM");
+    await ws.cleanup();
+    // Only after a pass: a failed body's own error is the one to report.
+    if (passed) {
+      assertEquals(st.code, 0, `${opts.name} exit ${st.code}\n${server.proc.raw.slice(-10).join("\n")}`);
+    }
   }
 }
 
